@@ -34,6 +34,46 @@ def brute_force_top_n(model, data, layer, top_n, batch_size):
     return top_idx, top_val, np.stack([top_pos // width, top_pos % width], axis=-1)
 
 
+@pytest.mark.parametrize("shape", [(5, 3, 36, 40), (5, 3, 9, 33), (4, 6, 7, 8), (4, 6, 3, 31), (4, 5, 50), (6, 7)])
+@pytest.mark.parametrize("with_threshold", [False, True])
+def test_spatial_max_is_the_first_row_major_maximum(shape, with_threshold):
+    """Both CPU strategies (row-first for wide maps, amax + located candidates otherwise) equal the
+    definition: the maximum and its first row-major position, with many ties and a NaN map."""
+    from nsi_widgets.scan import spatial_max
+    generator = torch.Generator().manual_seed(sum(shape))
+    maps = torch.randint(0, 4, shape, generator=generator).float()   # values 0..3: ties everywhere
+    maps[0, 0] = 2.0                                                  # a constant map: first position
+    maps[1, 0].view(-1)[-1] = 9.0                                     # the maximum at the very end
+    maps[1, 1].view(-1)[0] = float("nan")                             # NaN never enters a top list
+    flat = maps.reshape(shape[0], shape[1], -1).numpy()
+    want_values = np.where(np.isnan(flat).any(axis=2), -np.inf, np.nan_to_num(flat, nan=-1.0).max(axis=2))
+    want_positions = np.nan_to_num(flat, nan=-1.0).argmax(axis=2)       # numpy: first maximum
+    threshold = torch.full((shape[1],), 2.5) if with_threshold else None
+    values, positions = spatial_max(maps, threshold)
+    np.testing.assert_array_equal(values.numpy(), want_values)
+    located = np.isfinite(want_values) & (want_values > 2.5 if with_threshold else True)
+    np.testing.assert_array_equal(positions.numpy()[located], want_positions[located])
+    if with_threshold and shape[-1] < 32:
+        assert (positions.numpy()[~located] == -1).all()
+
+
+@pytest.mark.parametrize("batch_size", [3, 16])
+def test_top_n_equals_brute_force_on_wide_maps(batch_size):
+    """Maps at least 32 wide take the row-first reduction; duplicated images make ties between images."""
+    model = make_cnn(seed=3)
+    images = make_images(14, height=36, width=40, seed=4)
+    data = ListDataset(images + images[:4], [0] * 18)
+    idx = nsi.index_neurons(model, data, LAYERS, top_n=6, batch_size=batch_size,
+                            progress=False, indexes=(), neuron_features=None)
+    assert idx["relu1"].map_size == (36, 40)
+    for layer in LAYERS:
+        want_idx, want_val, want_pos = brute_force_top_n(model, data, layer, 6, batch_size)
+        L = idx[layer]
+        np.testing.assert_array_equal(L.top_indices, want_idx)
+        np.testing.assert_array_equal(L.top_activations, want_val)
+        np.testing.assert_array_equal(L.top_positions, want_pos)
+
+
 @pytest.mark.parametrize("batch_size", [1, 5, 16, 64])
 def test_top_n_equals_brute_force(tiny_model, tiny_data, batch_size):
     idx = nsi.index_neurons(tiny_model, tiny_data, LAYERS, top_n=7, batch_size=batch_size,
