@@ -28,13 +28,15 @@ sys.path.insert(0, str(HERE.parent))
 
 from _workload import FULL_WIDTHS, QUICK_WIDTHS, SyntheticImages, load_model, relu_layer_names  # noqa: E402
 from naive import naive_top_n  # noqa: E402
+from plain_definition import PlainDefinitionActivations  # noqa: E402
 from nsi_widgets.data import iterate_batches  # noqa: E402
+from nsi_widgets.cone import chain_cone  # noqa: E402
 from nsi_widgets.engine import index_neurons  # noqa: E402
-from nsi_widgets.features import LayerReferences, referenced_image_pass  # noqa: E402
+from nsi_widgets.features import LayerReferences, referenced_image_pass, referenced_images  # noqa: E402
 from nsi_widgets.local_forward import TransformedActivations  # noqa: E402
 from nsi_widgets.selectivity import gray_pca, top_weights  # noqa: E402
 
-CONFIGS = ("forward", "scan", "full_luminance", "full_pca", "full_pca_plain", "naive", "pca_subset")
+CONFIGS = ("forward", "scan", "full_luminance", "full_pca", "naive", "pca_colour")
 
 
 def _maxrss_mb() -> float:
@@ -66,11 +68,10 @@ def run_config(name: str, model, data, layers, top_n: int, batch_size: int, args
             arrays.update({f"map_size:{layer}": np.asarray(idx[layer].map_size) for layer in layers})
             np.savez(args.save_top, **arrays)
         return {"dead_units": int(sum(idx[layer].dead.sum() for layer in layers))}
-    if name in ("full_luminance", "full_pca", "full_pca_plain"):
+    if name in ("full_luminance", "full_pca"):
         gray = "luminance" if name == "full_luminance" else "pca"
-        shortcut = "never" if name == "full_pca_plain" else "auto"
         idx = _index(model, data, layers, top_n, batch_size, indexes=("color", "class"), gray=gray,
-                     neuron_features="weighted", shortcut=shortcut)
+                     neuron_features="weighted")
         return {"n_referenced_images": int(idx.meta["n_referenced_images"]), "n_images": len(data),
                 "shortcut_layers": int(sum(idx.meta["shortcut"].values()))}
     if name == "naive":
@@ -79,47 +80,82 @@ def run_config(name: str, model, data, layers, top_n: int, batch_size: int, args
     raise ValueError(f"unknown configuration {name!r}; expected one of {CONFIGS}")
 
 
-def pca_subset(model, data, layers, top_n: int, batch_size: int, units_per_layer: int, image_size) -> dict:
-    """The pca colour index's transformed activations by the shortcut and by the plain definition
-    (full-image forwards), on the same few units of every layer, interleaved; with the extrapolation
-    to all units (linear in the number of units)."""
+def pca_colour(model, data, layers, top_n: int, batch_size: int, image_size) -> dict:
+    """The pca colour index's grey activations ``a'`` of every reference of every layer, three ways,
+    each timed next to a forward-only run of this process and checked equal:
+
+    * ``shortcut``: the engine's way (forwards of each unit's receptive cone through a verified chain
+      of local modules, else of the receptive-field sub-image; stopping at the layer; one per distinct
+      image and place);
+    * ``plain_at_layer``: the engine's plain mode (``shortcut='never'``): whole images, but still
+      stopping at the layer and shared between units at the same image and place;
+    * ``plain``: the plain definition as the issue words it (``plain_definition.py``): one whole-image
+      forward through the whole network per reference, batched.
+
+    All three read the referenced images once per run, as the engine does (``referenced_image_pass``).
+    """
     idx = _index(model, data, layers, top_n, batch_size, indexes=(), neuron_features=None)
     modules = dict(model.named_modules())
-    per_layer = []
+    refs = {layer: LayerReferences.from_top_lists(layer, idx[layer].receptive_field, idx[layer].top_indices,
+                                                  idx[layer].top_positions, idx[layer].top_activations,
+                                                  top_weights(idx[layer].top_activations)) for layer in layers}
+    images = referenced_images([idx[layer].top_indices for layer in layers])
+    # As the engine does: a cone forward where a verified chain of local modules reaches the layer.
+    probe = data[0][0][None]
+    cones = {layer: chain_cone(model, modules[layer], probe) for layer in layers}
+
+    def consumers(way):
+        if way == "plain":
+            return {layer: PlainDefinitionActivations(model, modules[layer], refs[layer], gray_pca, batch_size)
+                    for layer in layers}
+        return {layer: TransformedActivations(model, modules[layer], refs[layer], {"pca": gray_pca}, None,
+                                              image_size, torch.device("cpu"), shortcut=way == "shortcut",
+                                              batch_size=batch_size, cone=cones[layer] if way == "shortcut" else None)
+                for layer in layers}
+
+    report = {"ways": {}, "layers": {layer: {"receptive_field": list(idx[layer].receptive_field.size),
+                                             "shortcut_kind": "cone" if cones[layer] is not None else "sub-image",
+                                             "units": int(idx[layer].n_units),
+                                             "references": int(len(refs[layer].unit))} for layer in layers}}
+    values = {}
+    for way in ("shortcut", "plain_at_layer", "plain"):
+        started = time.perf_counter()
+        forward_only(model, data, batch_size)
+        forward_seconds = time.perf_counter() - started
+        timed = {layer: _Timed(c) for layer, c in consumers(way).items()}
+        started = time.perf_counter()
+        referenced_image_pass(data, images, list(timed.values()), batch_size=batch_size)
+        seconds = time.perf_counter() - started
+        values[way] = {layer: (t.consumer.result()["pca"] if way != "plain" else t.consumer.result())
+                       for layer, t in timed.items()}
+        report["ways"][way] = {"seconds": seconds, "forward_seconds": forward_seconds,
+                               "ratio": seconds / forward_seconds}
+        for layer, t in timed.items():
+            report["layers"][layer][f"{way}_seconds"] = t.seconds
     for layer in layers:
-        L = idx[layer]
-        alive = np.nonzero(~L.dead)[0]
-        k = min(units_per_layer, len(alive))
-        units = alive[np.linspace(0, len(alive) - 1, k).round().astype(int)] if k else alive
-        refs = LayerReferences.from_top_lists(layer, L.receptive_field, L.top_indices[units],
-                                              L.top_positions[units], L.top_activations[units],
-                                              top_weights(L.top_activations[units]))
-        images = np.unique(refs.image)
-        # Load images in proportionally larger batches so that each loaded batch holds as many
-        # references as in the full run (the shortcut batches sub-images per loaded batch).
-        pass_batch = int(min(len(data), batch_size * -(-L.n_units // max(1, len(units)))))
-        times, values = {}, {}
-        for shortcut in (True, False):
-            ta = TransformedActivations(model, modules[layer], refs, {"pca": gray_pca}, None, image_size,
-                                        torch.device("cpu"), shortcut=shortcut, batch_size=batch_size)
-            started = time.perf_counter()
-            referenced_image_pass(data, images, [ta], batch_size=pass_batch)
-            times[shortcut] = time.perf_counter() - started
-            values[shortcut] = ta.result()["pca"]
-        scale = float(L.n_units) / max(1, len(units))
-        per_layer.append({"layer": layer, "units": int(len(units)), "of_units": int(L.n_units),
-                          "receptive_field": list(L.receptive_field.size), "pass_batch": pass_batch,
-                          "shortcut_seconds": times[True], "plain_seconds": times[False],
-                          "extrapolated_shortcut_seconds": times[True] * scale,
-                          "extrapolated_plain_seconds": times[False] * scale,
-                          "max_abs_difference": float(np.nanmax(np.abs(values[True] - values[False])))
-                          if len(units) else 0.0})
-    return {"layers": per_layer,
-            "subset_shortcut_seconds": sum(p["shortcut_seconds"] for p in per_layer),
-            "subset_plain_seconds": sum(p["plain_seconds"] for p in per_layer),
-            "extrapolated_shortcut_seconds": sum(p["extrapolated_shortcut_seconds"] for p in per_layer),
-            "extrapolated_plain_seconds": sum(p["extrapolated_plain_seconds"] for p in per_layer),
-            "max_abs_difference": max(p["max_abs_difference"] for p in per_layer)}
+        for way in ("plain_at_layer", "plain"):
+            diff = np.abs(values["shortcut"][layer] - values[way][layer])
+            report["layers"][layer][f"max_abs_difference_{way}"] = float(np.nanmax(diff))
+            report["layers"][layer][f"missing_{way}"] = int(np.isnan(values[way][layer]).sum())
+    report["n_referenced_images"] = int(len(images))
+    report["references"] = int(sum(len(r.unit) for r in refs.values()))
+    report["distinct_places"] = int(sum(len(np.unique(np.stack([r.image, r.y, r.x], axis=1), axis=0))
+                                        for r in refs.values()))
+    report["max_abs_difference"] = max(max(q["max_abs_difference_plain_at_layer"], q["max_abs_difference_plain"])
+                                       for q in report["layers"].values())
+    return report
+
+
+class _Timed:
+    """Wraps a referenced-image consumer and adds up the seconds it spends."""
+
+    def __init__(self, consumer):
+        self.consumer, self.seconds = consumer, 0.0
+
+    def consume(self, batch_indices, images) -> None:
+        started = time.perf_counter()
+        self.consumer.consume(batch_indices, images)
+        self.seconds += time.perf_counter() - started
 
 
 def main(argv=None) -> None:
@@ -134,7 +170,6 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="configuration runs (>= 1)")
     parser.add_argument("--no-forward", action="store_true", help="no paired forward-only runs")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--units-per-layer", type=int, default=4, help="pca_subset: units per layer")
     parser.add_argument("--save-top", default=None, help="scan: write the top-N lists to this .npz")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -152,12 +187,11 @@ def main(argv=None) -> None:
 
     result = {"config": args.config, "images": args.images, "top_n": top_n, "threads": torch.get_num_threads(),
               "baseline_rss_mb": baseline}
-    if args.config == "pca_subset":
-        started = time.perf_counter()
-        result["extra"] = pca_subset(model, data, layers, top_n, args.batch_size, args.units_per_layer,
-                                     (args.image_size, args.image_size))
-        result.update(times=[time.perf_counter() - started], forward_times=[], ratios=[],
-                      peak_rss_mb=_maxrss_mb())
+    if args.config == "pca_colour":
+        result["extra"] = pca_colour(model, data, layers, top_n, args.batch_size, (args.image_size, args.image_size))
+        ways = result["extra"]["ways"]
+        result.update(times=[ways["shortcut"]["seconds"]], forward_times=[ways["shortcut"]["forward_seconds"]],
+                      ratios=[ways["shortcut"]["ratio"]], peak_rss_mb=_maxrss_mb())
     else:
         times, forward_times = [], []
         started = time.perf_counter()

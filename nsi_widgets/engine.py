@@ -14,6 +14,7 @@ from . import __version__
 from .data import check_dataset, iterate_batches
 from .features import (NF_MODES, LayerReferences, NeuronFeatureAccumulator, referenced_image_pass,
                        referenced_images)
+from .cone import ChainCone, chain_cone
 from .layers import LayerRecorder, model_fingerprint, modules_run_before, resolve_layers
 from .local_forward import TransformedActivations, check_samples
 from .receptive_field import receptive_field
@@ -80,8 +81,10 @@ def index_neurons(model: nn.Module, data: Sequence, layers, *, top_n: int = 100,
         Save the scan state every ``checkpoint_every`` batches; a rerun with the same path resumes.
     shortcut : {"auto", "never"}
         ``auto`` computes transformed activations from crop-sized forwards where the layer is shown
-        to be local (checked against the plain definition on sample crops); ``never`` always uses the
-        plain definition (full-image forwards).
+        to be local (checked against the plain definition on sample crops): forwards of each unit's
+        receptive cone where a verified chain of local modules reaches the layer, else of a sub-image
+        around the crop; ``meta["shortcut_kind"]`` records which. ``never`` always uses the plain
+        definition (full-image forwards).
     class_names, class_parents : optional
         Override ``data.classes`` / ``data.class_parents`` (a child -> parent mapping of names).
 
@@ -172,10 +175,15 @@ def index_neurons(model: nn.Module, data: Sequence, layers, *, top_n: int = 100,
         pixelwise: dict[str, Callable] = {}
         transformed: dict[str, TransformedActivations] = {}
         full_image, whole = None, {}
+        cones: dict[str, ChainCone | None] = {}
         if crop_specs:
             for name, module in modules.items():
+                cones[name] = chain_cone(model, module, probe_input) if shortcut == "auto" else None
                 local_by_layer[name] = shortcut == "auto" and _layer_is_local(
-                    model, module, references[name], data, preprocess, image_size, device, probe_input, batch_size)
+                    model, module, references[name], data, preprocess, image_size, device, probe_input, batch_size,
+                    cones[name])
+                if not local_by_layer[name]:
+                    cones[name] = None
             all_transforms = {f"{s}:{t}": fn for s, ts in transforms.items() for t, fn in ts.items()}
             pixelwise = {k: fn for k, fn in all_transforms.items() if getattr(fn, "pixelwise", False)}
             for name, module in modules.items():
@@ -184,7 +192,7 @@ def index_neurons(model: nn.Module, data: Sequence, layers, *, top_n: int = 100,
                 if per_crop:
                     transformed[name] = TransformedActivations(
                         model, module, references[name], per_crop, preprocess, image_size, device,
-                        shortcut=local_by_layer[name], batch_size=batch_size)
+                        shortcut=local_by_layer[name], batch_size=batch_size, cone=cones[name])
                     consumers.append(transformed[name])
             whole = {n: m for n, m in modules.items() if local_by_layer[n]}
             if pixelwise and whole:
@@ -204,6 +212,8 @@ def index_neurons(model: nn.Module, data: Sequence, layers, *, top_n: int = 100,
                 "neuron_features": neuron_features, "indexes": [s.name for s in specs],
                 "n_referenced_images": int(len(image_ids)),
                 "shortcut": {n: bool(v) for n, v in local_by_layer.items()},
+                "shortcut_kind": {n: ("cone" if cones.get(n) is not None else "sub-image") if v else "plain"
+                                  for n, v in local_by_layer.items()},
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "nsi_widgets_version": __version__}
         for name, L in layer_results.items():
@@ -295,11 +305,12 @@ class _WholeImageTransforms:
 
 
 def _layer_is_local(model, module, refs: LayerReferences, data, preprocess, image_size, device,
-                    probe_input, batch_size) -> bool:
+                    probe_input, batch_size, cone: ChainCone | None = None) -> bool:
     """Whether a unit of this layer depends only on its receptive-field pixels (so shortcuts hold).
 
     Two checks: every module run up to the layer is of a known local kind, and on sample crops
-    (border ones included) the sub-image shortcut equals the plain definition.
+    (border ones included) the shortcut (by ``cone`` forwards when given, else sub-images) equals
+    the plain definition.
     """
     ran = modules_run_before(model, module, probe_input)
     foreign = sorted({type(m).__name__ for m in ran if not isinstance(m, _LOCAL_MODULES)})
@@ -314,7 +325,7 @@ def _layer_is_local(model, module, refs: LayerReferences, data, preprocess, imag
     sample_images = np.unique(refs.image[samples])
     _, images, _ = next(iter(iterate_batches(data, sample_images, len(sample_images))))
     probe = TransformedActivations(model, module, refs, {}, preprocess, image_size, device, shortcut=True,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, cone=cone)
     generator = torch.Generator().manual_seed(1234)
 
     def noise(crops, inside):

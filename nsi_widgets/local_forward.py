@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cone import ChainCone
 from .features import LayerReferences, crop_chunk_size, gather_crops
 from .layers import LayerRecorder
 
@@ -56,11 +57,14 @@ class TransformedActivations:
     preprocess : callable mapping RGB ``[0, 1]`` batches to the model's input, or None.
     image_size : (H, W) of the dataset's images.
     shortcut : bool, use sub-image forwards (else full-image forwards: the plain definition).
+    cone : ChainCone or None
+        With ``shortcut``, forward each unit's receptive cone instead of a sub-image (see
+        :mod:`nsi_widgets.cone`; only for layers reached by a verified chain of local modules).
     """
 
     def __init__(self, model: nn.Module, module: nn.Module, refs: LayerReferences,
                  transforms: dict[str, CropTransform], preprocess, image_size: tuple[int, int],
-                 device, shortcut: bool, batch_size: int = 64):
+                 device, shortcut: bool, batch_size: int = 64, cone: ChainCone | None = None):
         self.model = model
         self.module = module
         self.refs = refs
@@ -70,6 +74,7 @@ class TransformedActivations:
         self.device = device
         self.shortcut = shortcut
         self.batch_size = batch_size
+        self.cone = cone
         n_refs = len(refs.unit)
         # Results in reference order (sorted by image), reshaped to (C, N) at the end.
         self.values = {name: np.full(n_refs, np.nan, dtype=np.float32) for name in transforms}
@@ -98,6 +103,9 @@ class TransformedActivations:
         batch_pos = np.searchsorted(batch_indices, unique_keys[:, 0])
         crops, inside = gather_crops(images, batch_pos, y0, x0, rf.size)
         changed = transform(crops, inside)
+        if shortcut and self.cone is not None:
+            key_vectors = self._cone_vectors(images, batch_pos, unique_keys, changed, inside, y0, x0)
+            return key_vectors[torch.from_numpy(inverse), torch.from_numpy(refs.unit[ids])].numpy().astype(np.float32)
         # Where the unit sits in its sub-image's feature map (top/left are multiples of the stride).
         out_y = unique_keys[:, 1] - top // rf.stride[0]
         out_x = unique_keys[:, 2] - left // rf.stride[1]
@@ -117,6 +125,30 @@ class TransformedActivations:
                     key_vectors = torch.empty(len(unique_keys), vectors.shape[1])
                 key_vectors[torch.from_numpy(group)] = vectors
         return key_vectors[torch.from_numpy(inverse), torch.from_numpy(refs.unit[ids])].numpy().astype(np.float32)
+
+    def _cone_vectors(self, images, batch_pos, unique_keys, changed, inside, y0, x0) -> torch.Tensor:
+        """All units' values at each (image, y, x) key, by cone forwards batched per cone geometry."""
+        cone = self.cone
+        rows = [cone.axis(0, y) for y in unique_keys[:, 1].tolist()]
+        columns = [cone.axis(1, x) for x in unique_keys[:, 2].tolist()]
+        groups: dict[tuple, list[int]] = {}
+        for i, (r, c) in enumerate(zip(rows, columns)):
+            groups.setdefault((r.key, c.key), []).append(i)
+        key_vectors = torch.empty(0)
+        for members in groups.values():
+            for start in range(0, len(members), self.batch_size):
+                group = members[start: start + self.batch_size]
+                batch = torch.stack([self._paste(images[batch_pos[i]], changed[i], inside[i], int(y0[i]), int(x0[i]),
+                                                 rows[i].start, rows[i].stop, columns[i].start, columns[i].stop)
+                                     for i in group]).to(self.device)
+                if self.preprocess is not None:
+                    batch = self.preprocess(batch)
+                with torch.inference_mode():
+                    vectors = cone.run(batch, rows[group[0]], columns[group[0]]).float().cpu()
+                if key_vectors.numel() == 0:
+                    key_vectors = torch.empty(len(unique_keys), vectors.shape[1])
+                key_vectors[torch.tensor(group)] = vectors
+        return key_vectors
 
     @staticmethod
     def _paste(image, crop, inside, y0, x0, top, bottom, left, right) -> torch.Tensor:

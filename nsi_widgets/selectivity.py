@@ -35,6 +35,10 @@ def gray_luminance(crops: torch.Tensor, inside: torch.Tensor | None = None) -> t
     return grey.expand(-1, 3, -1, -1).clone()
 
 
+#: Rows O1, O2, O3 of the opponent transform without its offset (which centring removes).
+_OPPONENT = ((1 / 1.5, 1 / 1.5, 1 / 1.5), (1.0, -1.0, 0.0), (0.5, 0.5, -1.0))
+
+
 def gray_pca(crops: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
     """The thesis' grey version: first principal component of the crop in opponent space.
 
@@ -42,34 +46,45 @@ def gray_pca(crops: torch.Tensor, inside: torch.Tensor | None = None) -> torch.T
     the mean-centred pixels on the first eigenvector of their 3x3 covariance, orient it to correlate
     positively with ``O1``, min-max scale to ``[0, 1]``, copy to three channels. Pixels outside the
     image stay zero and take no part. A crop with no spread keeps its luminance (the PCA is undefined).
+
+    How (the same numbers, fewer passes over the pixels): the opponent transform is linear, so its
+    covariance is ``M C M^T`` for the RGB covariance ``C`` (3x3 per crop, accumulated from centred
+    pixels; mean and eigenvectors in float64), the projection is ``(M^T v) . (p - mean)`` and its
+    covariance with ``O1`` is ``lambda v_1``, so the orientation is the sign of ``v_1``.
     """
-    crops64 = crops.double()
     n, _, h, w = crops.shape
+    dtype, device = crops.dtype, crops.device
+    pixels = crops.reshape(n, 3, h * w)
     if inside is None:
-        inside = torch.ones(n, 1, h, w, dtype=torch.bool, device=crops.device)
-    r, g, b = crops64[:, 0], crops64[:, 1], crops64[:, 2]
-    opponent = torch.stack([(r + g + b - 1.5) / 1.5, r - g, (r + g - 2 * b) / 2], dim=1).reshape(n, 3, -1)
-    mask = inside.reshape(n, 1, -1).double()
-    count = mask.sum(dim=2).clamp(min=1)
-    mean = (opponent * mask).sum(dim=2) / count
-    centred = (opponent - mean[:, :, None]) * mask
-    cov = centred @ centred.transpose(1, 2) / count[:, :, None]
-    _, vectors = torch.linalg.eigh(cov)
-    first = vectors[:, :, -1]  # eigenvector of the largest eigenvalue
-    projection = (first[:, :, None] * centred).sum(dim=1)  # (n, h*w)
+        mask = None
+        count = torch.full((n, 1), float(h * w), dtype=torch.float64, device=device)
+        mean = pixels.sum(dim=2, dtype=torch.float64) / count
+        centred = pixels - mean[:, :, None].to(dtype)
+    else:
+        mask = inside.reshape(n, 1, h * w)
+        count = mask.sum(dim=2, dtype=torch.float64).clamp(min=1)
+        mean = (pixels * mask).sum(dim=2, dtype=torch.float64) / count
+        centred = (pixels - mean[:, :, None].to(dtype)) * mask
+    covariance = (centred @ centred.transpose(1, 2)).double() / count[:, :, None]
+    opponent = torch.tensor(_OPPONENT, dtype=torch.float64, device=device)
+    _, vectors = torch.linalg.eigh(opponent @ covariance @ opponent.T)
+    first = vectors[:, :, -1]                                   # eigenvector of the largest eigenvalue
     # Orient: the grey image should correlate positively with O1 (bright stays bright).
-    sign = torch.sign(((projection * centred[:, 0]) * mask[:, 0]).sum(dim=1))
-    projection = projection * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
-    big = torch.finfo(torch.float64).max
-    low = torch.where(mask[:, 0] > 0, projection, torch.full_like(projection, big)).amin(dim=1)
-    high = torch.where(mask[:, 0] > 0, projection, torch.full_like(projection, -big)).amax(dim=1)
+    first = first * torch.where(first[:, :1] < 0, -1.0, 1.0)
+    projection = ((first @ opponent).to(dtype)[:, None, :] @ centred).squeeze(1)   # (n, h*w)
+    if mask is None:
+        low, high = projection.amin(dim=1), projection.amax(dim=1)
+    else:
+        low = projection.masked_fill(~mask[:, 0], torch.inf).amin(dim=1)
+        high = projection.masked_fill(~mask[:, 0], -torch.inf).amax(dim=1)
     spread = high - low
-    scaled = (projection - low[:, None]) / torch.where(spread > 1e-12, spread, torch.ones_like(spread))[:, None]
-    luminance = gray_luminance(crops64)[:, 0].reshape(n, -1)
     flat = spread <= 1e-12
-    scaled = torch.where(flat[:, None], luminance, scaled)
-    grey = (scaled * mask[:, 0]).reshape(n, 1, h, w).to(crops.dtype)
-    return grey.expand(-1, 3, -1, -1).clone()
+    scaled = (projection - low[:, None]) / torch.where(flat, 1.0, spread)[:, None]
+    if bool(flat.any()):
+        scaled[flat] = gray_luminance(crops[flat])[:, 0].reshape(-1, h * w)
+    if mask is not None:
+        scaled = scaled * mask[:, 0]
+    return scaled.reshape(n, 1, h, w).expand(-1, 3, -1, -1).clone()
 
 
 gray_luminance.pixelwise = True  # the same on a whole image as on each crop: one forward per image
