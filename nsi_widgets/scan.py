@@ -110,10 +110,11 @@ def spatial_max(output: torch.Tensor, threshold: torch.Tensor | None = None) -> 
     Why: on CPU, ``max`` with indices is a scalar loop, up to 8x slower than ``amax``, and it made
     up most of the scan's cost over the forward pass. So (CPU only):
 
-    * wide 2-D maps: row maxima by ``amax`` over the last axis, then the first maximal row, then the
-      first maximal column of that row: one vectorised pass plus work on ``H + W`` values per map;
-    * other maps: ``amax``, then ``max`` with indices only over the maps that beat the threshold (their
-      share falls like N / images seen).
+    * wide 2-D maps: row maxima by ``amax`` over the last axis (one vectorised pass), then, for the
+      maps that beat the threshold, the first maximal row and the first maximal column of that row;
+    * other maps: ``amax``, then ``max`` with indices only over the maps that beat the threshold.
+
+    The share of maps that beat the threshold falls like N / images seen.
 
     Both give exactly what ``flatten(2).max(dim=2)`` gives (``tests/test_scan.py`` checks ties and NaN).
     """
@@ -123,7 +124,7 @@ def spatial_max(output: torch.Tensor, threshold: torch.Tensor | None = None) -> 
     if maps.device.type != "cpu":
         values, positions = maps.flatten(2).max(dim=2)
     elif maps.ndim == 4 and maps.shape[-1] >= _ROW_FIRST_MIN_WIDTH:
-        values, positions = _row_first_max(maps)
+        values, positions = _row_first_max(maps, threshold)
     else:
         flat = maps.flatten(2)
         if threshold is None:
@@ -136,13 +137,22 @@ def spatial_max(output: torch.Tensor, threshold: torch.Tensor | None = None) -> 
     return values, positions
 
 
-def _row_first_max(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``maps`` (B, C, H, W): the maximum and its first row-major position, via the row maxima."""
-    n_images, n_units, _, width = maps.shape
-    values, rows = maps.amax(dim=3).max(dim=2)
-    row_of_max = maps.gather(2, rows[:, :, None, None].expand(n_images, n_units, 1, width)).squeeze(2)
-    columns = row_of_max.max(dim=2).indices
-    return values, rows * width + columns
+def _row_first_max(maps: torch.Tensor, threshold: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``maps`` (B, C, H, W): the maximum and its first row-major position, via the row maxima: the
+    first maximal row, then the first maximal column of that row (only where ``value > threshold``)."""
+    n_images, n_units, height, width = maps.shape
+    row_max = maps.amax(dim=3)
+    values = row_max.amax(dim=2)
+    if threshold is None:
+        located = torch.arange(n_images * n_units, device=maps.device)
+    else:
+        located = (values > threshold.to(values.dtype)[None, :]).flatten().nonzero().squeeze(1)
+    positions = torch.full((n_images * n_units,), -1, dtype=torch.int64, device=maps.device)
+    if len(located):
+        rows = row_max.reshape(-1, height).index_select(0, located).max(dim=1).indices
+        columns = maps.reshape(-1, height, width)[located, rows].max(dim=1).indices
+        positions[located] = rows * width + columns
+    return values, positions.view(n_images, n_units)
 
 
 def _positions_above(flat: torch.Tensor, values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ def test_spatial_max_is_the_first_row_major_maximum(shape, with_threshold):
     np.testing.assert_array_equal(values.numpy(), want_values)
     located = np.isfinite(want_values) & (want_values > 2.5 if with_threshold else True)
     np.testing.assert_array_equal(positions.numpy()[located], want_positions[located])
-    if with_threshold and shape[-1] < 32:
+    if with_threshold:                                                # not located: visibly so
         assert (positions.numpy()[~located] == -1).all()
 
 
