@@ -298,9 +298,10 @@ def render_tables(res: dict, markdown: bool) -> str:
         out.append(table(["layer", "RF", "units", "references", "shortcut s", "plain at layer s", "plain s",
                           "plain / shortcut", "max abs diff"], rows))
         out.append("")
-        out.append(f"*shortcut*: the engine's way (a forward of the receptive-field sub-image, stopping at the "
-                   f"layer, once per distinct image and place: {p['distinct_places']} of {p['references']} "
-                   f"references). *plain at layer*: the engine's `shortcut='never'` (whole images, stopping at "
+        kinds = sorted({q.get("shortcut_kind", "sub-image") for q in p["layers"].values()})
+        out.append(f"*shortcut*: the engine's way (here by {' and '.join(kinds)} forwards: only the cells each "
+                   f"unit depends on, stopping at the layer, once per distinct image and place: "
+                   f"{p['distinct_places']} of {p['references']} references). *plain at layer*: the engine's `shortcut='never'` (whole images, stopping at "
                    f"the layer, shared in the same way). *plain*: the plain definition as the issue words it "
                    f"(`benchmarks/plain_definition.py`): one whole-image forward through the whole network per "
                    f"reference, batched {res['workload']['batch_size']} at a time. As multiples of a forward-only "

@@ -23,10 +23,11 @@ from .scan import scan_top_n
 from .selectivity import (GRAY_METHODS, class_selectivity, get_index, population_code, ratio_index,
                           top_weights)
 
-# Leaf modules that keep a unit's dependence on its receptive field only (in eval mode).
+# Leaf modules whose output at a position depends only on a window of their input (in eval mode).
+# Not InstanceNorm/GroupNorm/LayerNorm: they normalise with statistics over the whole map.
 _LOCAL_MODULES = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d,
-    nn.BatchNorm2d, nn.InstanceNorm2d, nn.LocalResponseNorm, nn.Identity, nn.Dropout, nn.Dropout2d,
+    nn.BatchNorm2d, nn.LocalResponseNorm, nn.Identity, nn.Dropout, nn.Dropout2d,
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
     nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.ZeroPad2d,
 )
