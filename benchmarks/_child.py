@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _workload import FULL_WIDTHS, QUICK_WIDTHS, SyntheticImages, load_model, relu_layer_names  # noqa: E402
+from _workload import maxrss_mb, prepare_process  # noqa: E402
 from naive import naive_top_n  # noqa: E402
 from plain_definition import PlainDefinitionActivations  # noqa: E402
 from nsi_widgets.data import iterate_batches  # noqa: E402
@@ -37,11 +36,6 @@ from nsi_widgets.local_forward import TransformedActivations  # noqa: E402
 from nsi_widgets.selectivity import gray_pca, top_weights  # noqa: E402
 
 CONFIGS = ("forward", "scan", "full_luminance", "full_pca", "naive", "pca_colour")
-
-
-def _maxrss_mb() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def forward_only(model, data, batch_size: int) -> dict:
@@ -126,8 +120,7 @@ def pca_colour(model, data, layers, top_n: int, batch_size: int, image_size) -> 
         started = time.perf_counter()
         referenced_image_pass(data, images, list(timed.values()), batch_size=batch_size)
         seconds = time.perf_counter() - started
-        values[way] = {layer: (t.consumer.result()["pca"] if way != "plain" else t.consumer.result())
-                       for layer, t in timed.items()}
+        values[way] = {layer: t.consumer.result()["pca"] for layer, t in timed.items()}
         report["ways"][way] = {"seconds": seconds, "forward_seconds": forward_seconds,
                                "ratio": seconds / forward_seconds}
         for layer, t in timed.items():
@@ -174,16 +167,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.state, QUICK_WIDTHS if args.quick else FULL_WIDTHS)
-    layers = relu_layer_names(model)
-    data = SyntheticImages(args.images, args.image_size)
+    model, layers, data = prepare_process(args.state, args.quick, args.images, args.image_size, args.batch_size,
+                                          args.threads)
     top_n = min(args.top_n, args.images)
-    # Warm-up: one batch, so the first timed run does not pay one-off kernel set-up.
-    with torch.inference_mode():
-        model(torch.stack([data[i][0] for i in range(min(args.batch_size, len(data)))]))
-    baseline = _maxrss_mb()
+    baseline = maxrss_mb()
 
     result = {"config": args.config, "images": args.images, "top_n": top_n, "threads": torch.get_num_threads(),
               "baseline_rss_mb": baseline}
@@ -191,13 +178,13 @@ def main(argv=None) -> None:
         result["extra"] = pca_colour(model, data, layers, top_n, args.batch_size, (args.image_size, args.image_size))
         ways = result["extra"]["ways"]
         result.update(times=[ways["shortcut"]["seconds"]], forward_times=[ways["shortcut"]["forward_seconds"]],
-                      ratios=[ways["shortcut"]["ratio"]], peak_rss_mb=_maxrss_mb())
+                      ratios=[ways["shortcut"]["ratio"]], peak_rss_mb=maxrss_mb())
     else:
         times, forward_times = [], []
         started = time.perf_counter()
         result["extra"] = run_config(args.config, model, data, layers, top_n, args.batch_size, args)
         times.append(time.perf_counter() - started)
-        result["peak_rss_mb"] = _maxrss_mb()
+        result["peak_rss_mb"] = maxrss_mb()
         args.save_top = None
         for repeat in range(args.repeats):
             if not args.no_forward:
@@ -210,7 +197,7 @@ def main(argv=None) -> None:
                 times.append(time.perf_counter() - started)
         result.update(times=times, forward_times=forward_times,
                       ratios=[t / f for t, f in zip(times, forward_times)])
-    result["final_rss_mb"] = _maxrss_mb()
+    result["final_rss_mb"] = maxrss_mb()
     Path(args.out).write_text(json.dumps(result))
 
 

@@ -11,6 +11,7 @@ from a separate virtual environment, so both sides run the very same network and
 """
 from __future__ import annotations
 
+import resource
 import time
 from typing import Sequence
 
@@ -142,3 +143,21 @@ def time_forward_only(model: nn.Module, data, batch_size: int) -> float:
         for images, _ in stack_batches(data, batch_size):
             model(images)
     return time.perf_counter() - started
+
+
+def prepare_process(state_path: str, quick: bool, n_images: int, image_size: int, batch_size: int,
+                    threads: int | None) -> tuple[VGGLike, list[str], SyntheticImages]:
+    """Set up a measured process: torch threads, the model, its layers, the data, and a one-batch
+    warm-up (so the first timed run does not pay one-off kernel set-up)."""
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(state_path, QUICK_WIDTHS if quick else FULL_WIDTHS)
+    data = SyntheticImages(n_images, image_size)
+    with torch.inference_mode():
+        model(torch.stack([data[i][0] for i in range(min(batch_size, len(data)))]))
+    return model, relu_layer_names(model), data
+
+
+def maxrss_mb() -> float:
+    """Peak resident set size of this process in MB (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

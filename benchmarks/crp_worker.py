@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import sys
 import time
@@ -30,17 +29,12 @@ if not hasattr(np, "int"):  # zennit-crp still uses the alias removed in numpy 1
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _workload import FULL_WIDTHS, QUICK_WIDTHS, SyntheticImages, load_model, relu_layer_names  # noqa: E402
-from _workload import time_forward_only  # noqa: E402
+from _workload import maxrss_mb, prepare_process, time_forward_only  # noqa: E402
 from crp.attribution import CondAttribution  # noqa: E402
 from crp.concepts import ChannelConcept  # noqa: E402
 from crp.helper import load_maximization  # noqa: E402
 from crp.visualization import FeatureVisualization  # noqa: E402
 from zennit.composites import EpsilonPlusFlat  # noqa: E402
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_crp(model, data, layers, batch_size: int, path: Path) -> tuple[float, dict[str, np.ndarray]]:
@@ -80,21 +74,16 @@ def main(argv=None) -> None:
     parser.add_argument("--top-out", required=True)
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.state, QUICK_WIDTHS if args.quick else FULL_WIDTHS)
-    layers = relu_layer_names(model)
-    data = SyntheticImages(args.images, args.image_size)
-    with torch.inference_mode():
-        model(torch.stack([data[i][0] for i in range(min(args.batch_size, len(data)))]))
-    baseline = _maxrss_mb()
+    model, layers, data = prepare_process(args.state, args.quick, args.images, args.image_size, args.batch_size,
+                                          args.threads)
+    baseline = maxrss_mb()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         times, forward_times = [], []
         seconds, tops = run_crp(model, data, layers, args.batch_size, workdir / "fv")
         times.append(seconds)
-        peak = _maxrss_mb()
+        peak = maxrss_mb()
         np.savez(args.top_out, **tops)
         for repeat in range(args.repeats):
             forward_times.append(time_forward_only(model, data, args.batch_size))
@@ -105,7 +94,7 @@ def main(argv=None) -> None:
     result = {"config": "crp", "images": args.images, "top_n": 40, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "numpy": np.__version__, "baseline_rss_mb": baseline,
               "peak_rss_mb": peak, "times": times, "forward_times": forward_times,
-              "ratios": [t / f for t, f in zip(times, forward_times)], "final_rss_mb": _maxrss_mb()}
+              "ratios": [t / f for t, f in zip(times, forward_times)], "final_rss_mb": maxrss_mb()}
     try:
         from importlib.metadata import version
         result["zennit_crp"] = version("zennit-crp")

@@ -68,8 +68,8 @@ class PlainDefinitionActivations:
         finally:
             hook.remove()
 
-    def result(self) -> np.ndarray:
-        """(C, N) grey activations in rank order."""
+    def result(self) -> dict[str, np.ndarray]:
+        """``{"pca": (C, N) grey activations in rank order}``, as the engine's consumer returns them."""
         table = np.full((self.refs.n_units, self.refs.top_n), np.nan, dtype=np.float32)
         table[self.refs.unit, self.refs.rank] = self.values
-        return table
+        return {"pca": table}

@@ -142,19 +142,16 @@ def chain_cone(model: nn.Module, layer_module: nn.Module, probe_input: torch.Ten
 
     ``probe_input``: one model input (1, C, H, W) of the dataset's image size.
     """
-    leaves = modules_run_before(model, layer_module, probe_input)
+    recorded = {}
+    # Registered before modules_run_before's hooks, so it fires first in that same forward pass.
+    handle = layer_module.register_forward_hook(lambda m, i, o: recorded.__setitem__("out", o))
+    try:
+        leaves = modules_run_before(model, layer_module, probe_input)
+    finally:
+        handle.remove()
     steps = [_step(m) for m in leaves]
     if not steps or any(s is None for s in steps):
         return None
-    recorded = {}
-    handle = layer_module.register_forward_hook(lambda m, i, o: recorded.__setitem__("out", o))
-    try:
-        with torch.inference_mode():
-            model(probe_input)
-    except Exception:                    # noqa: BLE001 - any failure: not a chain we can replay
-        return None
-    finally:
-        handle.remove()
     sizes = []
     with torch.inference_mode():
         x = probe_input

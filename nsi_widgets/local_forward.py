@@ -98,56 +98,68 @@ class TransformedActivations:
         unique_keys, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         key_refs = ids[first]
-        top, bottom, left, right = sub_image_bounds(refs, key_refs, self.image_size, shortcut)
         y0, x0 = refs.window_origin(key_refs)
         batch_pos = np.searchsorted(batch_indices, unique_keys[:, 0])
         crops, inside = gather_crops(images, batch_pos, y0, x0, rf.size)
         changed = transform(crops, inside)
+
         if shortcut and self.cone is not None:
-            key_vectors = self._cone_vectors(images, batch_pos, unique_keys, changed, inside, y0, x0)
-            return key_vectors[torch.from_numpy(inverse), torch.from_numpy(refs.unit[ids])].numpy().astype(np.float32)
-        # Where the unit sits in its sub-image's feature map (top/left are multiples of the stride).
-        out_y = unique_keys[:, 1] - top // rf.stride[0]
-        out_x = unique_keys[:, 2] - left // rf.stride[1]
-        shapes = np.stack([bottom - top, right - left], axis=1)
-        key_vectors = torch.empty(0)
-        for shape in np.unique(shapes, axis=0):
-            members = np.nonzero((shapes == shape).all(axis=1))[0]
-            for start in range(0, len(members), self.batch_size):
-                group = members[start: start + self.batch_size]
-                batch = torch.stack([self._paste(images[batch_pos[i]], changed[i], inside[i], int(y0[i]), int(x0[i]),
-                                                 int(top[i]), int(bottom[i]), int(left[i]), int(right[i]))
-                                     for i in group])
-                output = self._forward(batch)
-                vectors = output[torch.arange(len(group)), :, torch.from_numpy(out_y[group]),
-                                 torch.from_numpy(out_x[group])]
-                if key_vectors.numel() == 0:
-                    key_vectors = torch.empty(len(unique_keys), vectors.shape[1])
-                key_vectors[torch.from_numpy(group)] = vectors
+            bounds, groups, run = self._cone_plan(unique_keys)
+        else:
+            bounds, groups, run = self._window_plan(unique_keys, key_refs, shortcut)
+        key_vectors = self._forward_windows(images, batch_pos, changed, inside, y0, x0, len(unique_keys),
+                                            bounds, groups, run)
         return key_vectors[torch.from_numpy(inverse), torch.from_numpy(refs.unit[ids])].numpy().astype(np.float32)
 
-    def _cone_vectors(self, images, batch_pos, unique_keys, changed, inside, y0, x0) -> torch.Tensor:
-        """All units' values at each (image, y, x) key, by cone forwards batched per cone geometry."""
-        cone = self.cone
-        rows = [cone.axis(0, y) for y in unique_keys[:, 1].tolist()]
-        columns = [cone.axis(1, x) for x in unique_keys[:, 2].tolist()]
+    def _cone_plan(self, unique_keys: np.ndarray):
+        """Cone forwards: each key's input window, groups of keys with equal cone geometry (shapes and
+        pads per axis, so they batch together), and how a batch's unit vectors are computed."""
+        rows = [self.cone.axis(0, y) for y in unique_keys[:, 1].tolist()]
+        columns = [self.cone.axis(1, x) for x in unique_keys[:, 2].tolist()]
         groups: dict[tuple, list[int]] = {}
         for i, (r, c) in enumerate(zip(rows, columns)):
             groups.setdefault((r.key, c.key), []).append(i)
-        key_vectors = torch.empty(0)
-        for members in groups.values():
+        bounds = ([r.start for r in rows], [r.stop for r in rows], [c.start for c in columns],
+                  [c.stop for c in columns])
+
+        def run(inputs: torch.Tensor, group: np.ndarray) -> torch.Tensor:
+            with torch.inference_mode():
+                return self.cone.run(inputs, rows[group[0]], columns[group[0]]).float().cpu()
+        return bounds, list(groups.values()), run
+
+    def _window_plan(self, unique_keys: np.ndarray, key_refs: np.ndarray, shortcut: bool):
+        """Sub-image forwards (whole images without the shortcut): each key's window, groups of keys
+        with one window shape, and how a batch's unit vectors are read from the layer's output."""
+        rf = self.refs.receptive_field
+        bounds = sub_image_bounds(self.refs, key_refs, self.image_size, shortcut)
+        top, bottom, left, right = bounds
+        # Where the unit sits in its sub-image's feature map (top/left are multiples of the stride).
+        out_y = torch.from_numpy(unique_keys[:, 1] - top // rf.stride[0])
+        out_x = torch.from_numpy(unique_keys[:, 2] - left // rf.stride[1])
+        shapes = np.stack([bottom - top, right - left], axis=1)
+        groups = [np.nonzero((shapes == shape).all(axis=1))[0] for shape in np.unique(shapes, axis=0)]
+
+        def run(inputs: torch.Tensor, group: np.ndarray) -> torch.Tensor:
+            output = self._forward(inputs)
+            return output[torch.arange(len(group)), :, out_y[group], out_x[group]]
+        return bounds, groups, run
+
+    def _forward_windows(self, images, batch_pos, changed, inside, y0, x0, n_keys: int, bounds, groups,
+                         run) -> torch.Tensor:
+        """Every key's vector of the layer's units: its window of the image with the crop replaced,
+        forwarded by ``run`` in batches of keys from one group."""
+        top, bottom, left, right = bounds
+        key_vectors = None
+        for members in groups:
             for start in range(0, len(members), self.batch_size):
-                group = members[start: start + self.batch_size]
+                group = np.asarray(members[start: start + self.batch_size])
                 batch = torch.stack([self._paste(images[batch_pos[i]], changed[i], inside[i], int(y0[i]), int(x0[i]),
-                                                 rows[i].start, rows[i].stop, columns[i].start, columns[i].stop)
-                                     for i in group]).to(self.device)
-                if self.preprocess is not None:
-                    batch = self.preprocess(batch)
-                with torch.inference_mode():
-                    vectors = cone.run(batch, rows[group[0]], columns[group[0]]).float().cpu()
-                if key_vectors.numel() == 0:
-                    key_vectors = torch.empty(len(unique_keys), vectors.shape[1])
-                key_vectors[torch.tensor(group)] = vectors
+                                                 int(top[i]), int(bottom[i]), int(left[i]), int(right[i]))
+                                     for i in group])
+                vectors = run(self._model_inputs(batch), group)
+                if key_vectors is None:
+                    key_vectors = torch.empty(n_keys, vectors.shape[1])
+                key_vectors[torch.from_numpy(group)] = vectors
         return key_vectors
 
     @staticmethod
@@ -165,15 +177,17 @@ class TransformedActivations:
             sub[:, ys - top: ye - top, xs - left: xe - left] = torch.where(mask, region, target)
         return sub
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def _model_inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        inputs = batch.to(self.device)
+        return self.preprocess(inputs) if self.preprocess is not None else inputs
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The layer's output for model ``inputs`` (the forward stops there)."""
         captured = {}
 
         def keep(name, output):
             captured["out"] = output
 
-        inputs = batch.to(self.device)
-        if self.preprocess is not None:
-            inputs = self.preprocess(inputs)
         with LayerRecorder({self.refs.name: self.module}, keep) as recorder, torch.inference_mode():
             recorder.run(self.model, inputs)
         return captured["out"].float().cpu()

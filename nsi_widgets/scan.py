@@ -127,11 +127,12 @@ def spatial_max(output: torch.Tensor, threshold: torch.Tensor | None = None) -> 
         values, positions = _row_first_max(maps, threshold)
     else:
         flat = maps.flatten(2)
-        if threshold is None:
-            values, positions = flat.max(dim=2)
-        else:
-            values = flat.amax(dim=2)
-            positions = _positions_above(flat, values, threshold)
+        values = flat.amax(dim=2)
+        positions = torch.full((values.numel(),), -1, dtype=torch.int64, device=maps.device)
+        located = _located(values, threshold)
+        if len(located):
+            positions[located] = flat.reshape(values.numel(), -1).index_select(0, located).max(dim=1).indices
+        positions = positions.view(values.shape)
     values = values.float()
     values = torch.where(torch.isnan(values), -torch.inf, values)
     return values, positions
@@ -140,29 +141,23 @@ def spatial_max(output: torch.Tensor, threshold: torch.Tensor | None = None) -> 
 def _row_first_max(maps: torch.Tensor, threshold: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``maps`` (B, C, H, W): the maximum and its first row-major position, via the row maxima: the
     first maximal row, then the first maximal column of that row (only where ``value > threshold``)."""
-    n_images, n_units, height, width = maps.shape
+    height, width = maps.shape[-2:]
     row_max = maps.amax(dim=3)
     values = row_max.amax(dim=2)
-    if threshold is None:
-        located = torch.arange(n_images * n_units, device=maps.device)
-    else:
-        located = (values > threshold.to(values.dtype)[None, :]).flatten().nonzero().squeeze(1)
-    positions = torch.full((n_images * n_units,), -1, dtype=torch.int64, device=maps.device)
+    positions = torch.full((values.numel(),), -1, dtype=torch.int64, device=maps.device)
+    located = _located(values, threshold)
     if len(located):
         rows = row_max.reshape(-1, height).index_select(0, located).max(dim=1).indices
         columns = maps.reshape(-1, height, width)[located, rows].max(dim=1).indices
         positions[located] = rows * width + columns
-    return values, positions.view(n_images, n_units)
+    return values, positions.view(values.shape)
 
 
-def _positions_above(flat: torch.Tensor, values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """Positions of the maxima of the maps (B, C, L) whose maximum beats ``threshold`` (C,); -1 elsewhere."""
-    n_images, n_units, length = flat.shape
-    above = (values > threshold.to(values.dtype)[None, :]).flatten().nonzero().squeeze(1)
-    positions = torch.full((n_images * n_units,), -1, dtype=torch.int64, device=flat.device)
-    if len(above):
-        positions[above] = flat.reshape(n_images * n_units, length).index_select(0, above).max(dim=1).indices
-    return positions.view(n_images, n_units)
+def _located(values: torch.Tensor, threshold: torch.Tensor | None) -> torch.Tensor:
+    """Flat indices of the (image, unit) maps whose maximum beats the unit's ``threshold`` (all if None)."""
+    if threshold is None:
+        return torch.arange(values.numel(), device=values.device)
+    return (values > threshold.to(values.dtype)[None, :]).flatten().nonzero().squeeze(1)
 
 
 def scan_top_n(model: nn.Module, data: Sequence, modules: dict[str, nn.Module], top_n: int, *,

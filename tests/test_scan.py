@@ -34,6 +34,15 @@ def brute_force_top_n(model, data, layer, top_n, batch_size):
     return top_idx, top_val, np.stack([top_pos // width, top_pos % width], axis=-1)
 
 
+def assert_equals_brute_force(idx, model, data, top_n, batch_size):
+    for layer in LAYERS:
+        want_idx, want_val, want_pos = brute_force_top_n(model, data, layer, top_n, batch_size)
+        L = idx[layer]
+        np.testing.assert_array_equal(L.top_indices, want_idx)
+        np.testing.assert_array_equal(L.top_activations, want_val)
+        np.testing.assert_array_equal(L.top_positions, want_pos)
+
+
 @pytest.mark.parametrize("shape", [(5, 3, 36, 40), (5, 3, 9, 33), (4, 6, 7, 8), (4, 6, 3, 31), (4, 5, 50), (6, 7)])
 @pytest.mark.parametrize("with_threshold", [False, True])
 def test_spatial_max_is_the_first_row_major_maximum(shape, with_threshold):
@@ -66,12 +75,7 @@ def test_top_n_equals_brute_force_on_wide_maps(batch_size):
     idx = nsi.index_neurons(model, data, LAYERS, top_n=6, batch_size=batch_size,
                             progress=False, indexes=(), neuron_features=None)
     assert idx["relu1"].map_size == (36, 40)
-    for layer in LAYERS:
-        want_idx, want_val, want_pos = brute_force_top_n(model, data, layer, 6, batch_size)
-        L = idx[layer]
-        np.testing.assert_array_equal(L.top_indices, want_idx)
-        np.testing.assert_array_equal(L.top_activations, want_val)
-        np.testing.assert_array_equal(L.top_positions, want_pos)
+    assert_equals_brute_force(idx, model, data, 6, batch_size)
 
 
 @pytest.mark.parametrize("batch_size", [1, 5, 16, 64])
@@ -79,13 +83,9 @@ def test_top_n_equals_brute_force(tiny_model, tiny_data, batch_size):
     idx = nsi.index_neurons(tiny_model, tiny_data, LAYERS, top_n=7, batch_size=batch_size,
                             progress=False, indexes=(), neuron_features=None)
     assert idx.layers == LAYERS
+    assert_equals_brute_force(idx, tiny_model, tiny_data, 7, batch_size)
     for layer in LAYERS:
-        want_idx, want_val, want_pos = brute_force_top_n(tiny_model, tiny_data, layer, 7, batch_size)
-        L = idx[layer]
-        np.testing.assert_array_equal(L.top_indices, want_idx)
-        np.testing.assert_array_equal(L.top_activations, want_val)
-        np.testing.assert_array_equal(L.top_positions, want_pos)
-        assert L.top_indices.dtype == np.int64 and L.top_activations.dtype == np.float32
+        assert idx[layer].top_indices.dtype == np.int64 and idx[layer].top_activations.dtype == np.float32
 
 
 def test_ties_break_by_dataset_index_and_dead_units(tiny_model, tiny_data):
