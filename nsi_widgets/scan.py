@@ -66,9 +66,11 @@ class TopNState:
         # Held entries come first and in (value desc, index asc) order, the batch follows with larger
         # indices in ascending order: a stable descending sort therefore breaks ties by index.
         order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.top_n]
-        self.values = values.gather(1, order)
-        self.indices = indices.gather(1, order)
-        self.positions = positions.gather(1, order)
+        # In place: the state keeps the memory it was given at the start, so the scan allocates no
+        # long-lived block between the large transient feature maps (which fragments the heap).
+        torch.gather(values, 1, order, out=self.values)
+        torch.gather(indices, 1, order, out=self.indices)
+        torch.gather(positions, 1, order, out=self.positions)
 
     def merge(self, other: "TopNState") -> "TopNState":
         """The top-N of the union of two states (any index order); associative and commutative."""
