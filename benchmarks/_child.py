@@ -28,12 +28,12 @@ sys.path.insert(0, str(HERE.parent))
 from _workload import maxrss_mb, prepare_process  # noqa: E402
 from naive import naive_top_n  # noqa: E402
 from plain_definition import PlainDefinitionActivations  # noqa: E402
-from nsi_widgets.data import iterate_batches  # noqa: E402
-from nsi_widgets.cone import chain_cone  # noqa: E402
-from nsi_widgets.engine import index_neurons  # noqa: E402
-from nsi_widgets.features import LayerReferences, referenced_image_pass, referenced_images  # noqa: E402
-from nsi_widgets.local_forward import TransformedActivations  # noqa: E402
-from nsi_widgets.selectivity import gray_pca, top_weights  # noqa: E402
+from nsi_widgets.core.data import iterate_batches  # noqa: E402
+from nsi_widgets.index.cone import chain_cone  # noqa: E402
+from nsi_widgets.index.pipeline import index_neurons  # noqa: E402
+from nsi_widgets.index.features import LayerReferences, referenced_image_pass, referenced_images  # noqa: E402
+from nsi_widgets.index.local_forward import TransformedActivations  # noqa: E402
+from nsi_widgets.index.selectivity import gray_pca, top_weights  # noqa: E402
 
 CONFIGS = ("forward", "scan", "full_luminance", "full_pca", "naive", "pca_colour")
 

@@ -7,7 +7,7 @@ time), and read unit ``k`` at ``(y, x)``. No reference shares work with another,
 of a layer sit at the same image and place, and the forward does not stop at the layer.
 
 This is the baseline the pca shortcut is measured against (``_child.py --config pca_colour``); it
-reuses the engine's crop cutting (:func:`nsi_widgets.features.gather_crops`) and grey transform so
+reuses the engine's crop cutting (:func:`nsi_widgets.index.features.gather_crops`) and grey transform so
 that the two compute the same numbers, which the benchmark checks.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsi_widgets.features import LayerReferences, gather_crops
+from nsi_widgets.index.features import LayerReferences, gather_crops
 
 
 class PlainDefinitionActivations:
-    """A consumer of :func:`nsi_widgets.features.referenced_image_pass` for one layer.
+    """A consumer of :func:`nsi_widgets.index.features.referenced_image_pass` for one layer.
 
     Parameters
     ----------

@@ -7,13 +7,12 @@ selectivity indexes (plus orientation, symmetry, shape and user-registered ones)
 __version__ = "0.1.0"
 
 from .annotations import Annotation, AnnotationStore, merge_stores
-from .engine import index_neurons
-from .layers import list_layers, model_fingerprint
-from .receptive_field import ReceptiveField, receptive_field
-from .results import LayerIndex, NeuronIndex
-from .selectivity import (available_indexes, class_frequencies, class_selectivity, color_selectivity,
-                          population_code, register_index, unregister_index)
-from .storage import load_index
+from .core.errors import IndexFileError, InputError, NsiError
+from .core.layers import list_layers, model_fingerprint
+from .core.receptive_field import ReceptiveField, receptive_field
+from .index import LayerIndex, NeuronIndex, index_neurons, load_index
+from .index.selectivity import (available_indexes, class_frequencies, class_selectivity, color_selectivity,
+                                population_code, register_index, unregister_index)
 from . import zoo
 
 _WIDGETS = ("NeuronGrid", "NeuronCard", "ColorSelectivityHistogram", "ClassSelectivityChart", "Explorer",
@@ -31,5 +30,6 @@ def __getattr__(name):
 __all__ = [
     "__version__", "index_neurons", "AnnotationStore", "Annotation", "merge_stores", "list_layers", "model_fingerprint", "receptive_field", "ReceptiveField",
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
-    "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo", *_WIDGETS,
+    "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo",
+    "NsiError", "InputError", "IndexFileError", *_WIDGETS,
 ]

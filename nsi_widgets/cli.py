@@ -91,16 +91,14 @@ def cmd_index(args) -> int:
                                 preprocess=_preprocess(args.preprocess))
     except (ValueError, TypeError) as err:
         raise CommandError(str(err)) from None
-    from .storage import save_index
-
-    written = save_index(idx, out)
+    written = idx.save(out)
     print(idx.summary())
     print(f"wrote {written}")
     return 0
 
 
 def _load_index(path):
-    from .storage import load_index
+    from .index.results import load_index
 
     try:
         return load_index(path)

@@ -250,7 +250,7 @@ COLOUR = [
     from torch import nn
 
     import nsi_widgets as nsi
-    from nsi_widgets.selectivity import gray_luminance, gray_pca
+    from nsi_widgets.index.selectivity import gray_luminance, gray_pca
     """, SHOW_IMAGES),
     md(r"""
     ## 1. Index the trained network

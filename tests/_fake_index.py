@@ -1,6 +1,6 @@
 """Build a realistic fake :class:`NeuronIndex` from random arrays (for widget tests; no model).
 
-The arrays follow the contract of ``nsi_widgets.results``: descending top activations, dead
+The arrays follow the contract of ``nsi_widgets.index.results``: descending top activations, dead
 units (all top activations <= 0) with NaN indexes, labels with ``-1`` for some unlabelled images,
 Neuron Features in RGB ``[0, 1]``, uint8 top crops, ``gray_activations`` consistent with the colour
 index (``alpha = 1 - sum a' / sum a``), a class hierarchy, ties in a score (to check stable
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nsi_widgets.receptive_field import ReceptiveField
-from nsi_widgets.results import LayerIndex, NeuronIndex
+from nsi_widgets.core.receptive_field import ReceptiveField
+from nsi_widgets.index.results import LayerIndex, NeuronIndex
 
 CLASS_NAMES = ["circle", "ring", "square", "triangle", "star", "cross"]
 CLASS_PARENTS = {"circle": "round", "ring": "round", "square": "polygon", "triangle": "polygon",

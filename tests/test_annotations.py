@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nsi_widgets import annotations as ann
+from nsi_widgets.annotations import store as ann
 from nsi_widgets.annotations import (AnnotationStore, NotAnAnnotationStoreError, SchemaVersionError,
                                      StoreLockedError, StoreReadOnlyError, merge_stores)
-from nsi_widgets.receptive_field import ReceptiveField
-from nsi_widgets.results import LayerIndex, NeuronIndex
+from nsi_widgets.core.receptive_field import ReceptiveField
+from nsi_widgets.index.results import LayerIndex, NeuronIndex
 
 WRITER = Path(__file__).with_name("_annotation_writer.py")
 MODULE = Path(ann.__file__)

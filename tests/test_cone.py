@@ -1,4 +1,4 @@
-"""Cone forwards (nsi_widgets.cone): every unit at every position equals the full forward, border
+"""Cone forwards (nsi_widgets.index.cone): every unit at every position equals the full forward, border
 positions included, on chains with padding, stride, dilation, pooling (ceil mode, padding) and batch
 norm; models that are not plain chains get no cone."""
 from collections import OrderedDict
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nsi_widgets.cone import chain_cone
+from nsi_widgets.index.cone import chain_cone
 from _models import make_cnn
 
 

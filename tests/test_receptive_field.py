@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsi_widgets.receptive_field import ReceptiveField, receptive_field
+from nsi_widgets.core.receptive_field import ReceptiveField, receptive_field
 
 torch.set_num_threads(1)
 # Random chains use padding="same" with even kernels, about which PyTorch warns (harmless here).

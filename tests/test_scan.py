@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import nsi_widgets as nsi
-from nsi_widgets.scan import TopNState
+from nsi_widgets.index.scan import TopNState
 from _models import ListDataset, make_cnn, make_images
 
 LAYERS = ["relu1", "relu2", "pool", "relu3"]
@@ -48,7 +48,7 @@ def assert_equals_brute_force(idx, model, data, top_n, batch_size):
 def test_spatial_max_is_the_first_row_major_maximum(shape, with_threshold):
     """Both CPU strategies (row-first for wide maps, amax + located candidates otherwise) equal the
     definition: the maximum and its first row-major position, with many ties and a NaN map."""
-    from nsi_widgets.scan import spatial_max
+    from nsi_widgets.index.scan import spatial_max
     generator = torch.Generator().manual_seed(sum(shape))
     maps = torch.randint(0, 4, shape, generator=generator).float()   # values 0..3: ties everywhere
     maps[0, 0] = 2.0                                                  # a constant map: first position

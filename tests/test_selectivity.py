@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import nsi_widgets as nsi
-from nsi_widgets.selectivity import gray_pca
+from nsi_widgets.index.selectivity import gray_pca
 from _models import make_images
 
 LAYERS = ["relu1", "relu2", "pool", "relu3"]

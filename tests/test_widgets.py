@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from _fake_index import MemoryAnnotationStore, make_fake_index, make_layer
-from nsi_widgets.results import NeuronIndex
+from nsi_widgets.index.results import NeuronIndex
 from nsi_widgets.widgets import (ClassSelectivityChart, ColorSelectivityHistogram, Explorer, NeuronCard,
                                  NeuronGrid, WidgetArgumentError, export_html)
 from nsi_widgets.widgets import _data
@@ -255,7 +255,7 @@ def test_class_frequencies_match_definition_and_library(idx):
         np.testing.assert_allclose(ours[unit], _brute_force_frequencies(L.top_labels[unit], L.top_activations[unit], 6),
                                    atol=1e-12)
     try:
-        from nsi_widgets.selectivity import class_frequencies
+        from nsi_widgets.index.selectivity import class_frequencies
     except ImportError:
         return  # the library twin is not there; the definition above is the reference
     np.testing.assert_allclose(ours, class_frequencies(L.top_labels, L.top_activations, 6), atol=1e-12)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 # The engine's own definition (pure NumPy; no model is run).
-from ..selectivity import class_frequencies as _class_frequencies
+from ..index.selectivity import class_frequencies as _class_frequencies
 from traitlets import TraitError
 
 SORT_UNIT = "unit"

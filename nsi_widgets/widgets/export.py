@@ -14,7 +14,7 @@ from . import _data
 from ._model import CSS, ESM
 from .card import card_payload
 from .charts import PALETTE, chart_payload
-from ..storage import default_file_mode
+from ..core.storage import default_file_mode
 
 #: sequences that would end or confuse an inline <script> element
 _UNSAFE_IN_SCRIPT = re.compile(r"</script|<!--|<script", re.IGNORECASE)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import iterate_batches
-from .layers import LayerRecorder
-from .storage import atomic_savez
+from ..core.data import iterate_batches
+from ..core.layers import LayerRecorder
+from ..core.storage import read_archive, write_archive
 
 CHECKPOINT_FORMAT = "nsi-widgets-scan-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -221,24 +221,19 @@ def _save_checkpoint(path, key: dict, next_index: int, states: dict[str, TopNSta
     manifest = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": key,
                 "next_index": next_index, "map_shapes": {k: list(v) for k, v in map_shapes.items()},
                 "layers": list(states)}
-    arrays = {"manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8), "labels": labels}
+    arrays = {"labels": labels}
     for i, (name, state) in enumerate(states.items()):
         for field, value in state.to_numpy().items():
             arrays[f"layer{i}_{field}"] = value
-    atomic_savez(path, arrays)
+    write_archive(path, manifest, arrays, what="checkpoint")
 
 
 def _load_checkpoint(path, key: dict, device):
     try:
-        with np.load(path, allow_pickle=False) as z:
-            manifest = json.loads(z["manifest"].tobytes().decode())
-            if manifest.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError("not a scan checkpoint")
-            if manifest.get("version", 0) > CHECKPOINT_VERSION:
-                raise ValueError(f"checkpoint format version {manifest['version']} is newer than this "
-                                 f"nsi-widgets understands ({CHECKPOINT_VERSION}); upgrade nsi-widgets")
-            labels = z["labels"]
-            states = {name: TopNState.from_numpy({f: z[f"layer{i}_{f}"] for f in ("values", "indices", "positions")},
+        with read_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, what="checkpoint") as z:
+            manifest = z.manifest
+            labels = z.array("labels")
+            states = {name: TopNState.from_numpy({f: z.array(f"layer{i}_{f}") for f in ("values", "indices", "positions")},
                                                  device=device)
                       for i, name in enumerate(manifest["layers"])}
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import modules_run_before
+from ..core.layers import modules_run_before
 
 #: Modules that act on each position separately (in eval mode) and keep the map's geometry.
 _POINTWISE = (

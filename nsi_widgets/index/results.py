@@ -1,17 +1,20 @@
 """Result containers: :class:`LayerIndex` (one layer) and :class:`NeuronIndex` (all layers).
 
-These hold arrays only; they never run a model. The widgets read them, and
-:mod:`nsi_widgets.storage` writes and reads them.
+These hold arrays only; they never run a model. The widgets read them. Their file form (one
+versioned archive, :mod:`nsi_widgets.core.storage`) is written by :meth:`NeuronIndex.save` and read
+by :func:`load_index`, both here, so that the containers and their format change together.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from .receptive_field import ReceptiveField
+from ..core.receptive_field import ReceptiveField
+from ..core.storage import read_archive, write_archive
 
 
 @dataclass
@@ -189,14 +192,20 @@ class NeuronIndex(Mapping):
             return pd.DataFrame(columns=["layer", "unit", "dead", "top_activation"])
         return pd.concat(frames, ignore_index=True)
 
-    def save(self, path) -> None:
+    def save(self, path) -> Path:
         """Write the index to ``path`` (a versioned ``.npz`` with a JSON manifest; no pickles).
 
-        The write is atomic: a crash leaves either the old file or the new one.
-        """
-        from .storage import save_index
+        ``.npz`` is appended when missing. The write is atomic: a crash or a full disk leaves either
+        the old file or the new one; a read-only file is refused
+        (:class:`~nsi_widgets.core.errors.OutputError`), not replaced.
 
-        save_index(self, path)
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
+        manifest, arrays = _to_archive(self)
+        return write_archive(index_path(path), manifest, arrays, what="index")
 
     def summary(self) -> str:
         """A short text table: layers, units, dead units, and the mean of each index."""
@@ -213,3 +222,138 @@ class NeuronIndex(Mapping):
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+# ---------------------------------------------------------------------------------------------
+# File form (format version 1): ``manifest`` holds the format name and version, meta, class names
+# and hierarchy, and per layer its name, receptive field, map size and the names of its arrays;
+# every array is stored under ``L{i}/{field}``.
+# ---------------------------------------------------------------------------------------------
+FORMAT = "nsi-widgets-index"
+FORMAT_VERSION = 1
+_ARRAY_FIELDS = ("top_indices", "top_activations", "top_positions", "top_labels", "neuron_features",
+                 "feature_coverage", "top_crops")
+
+
+def index_path(path) -> Path:
+    """The file an index saved to ``path`` lands in (``.npz`` appended when missing)."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def _to_archive(index: NeuronIndex) -> tuple[dict, dict[str, np.ndarray]]:
+    layers_manifest = []
+    arrays: dict[str, np.ndarray] = {}
+    for i, (name, L) in enumerate(index.items()):
+        entry = {"name": name, "receptive_field": L.receptive_field.to_dict(), "map_size": list(L.map_size),
+                 "arrays": [], "scores": list(L.scores), "details": list(L.details)}
+        for field_name in _ARRAY_FIELDS:
+            value = getattr(L, field_name)
+            if value is not None:
+                arrays[f"L{i}/{field_name}"] = value
+                entry["arrays"].append(field_name)
+        for j, value in enumerate(L.scores.values()):
+            arrays[f"L{i}/score{j}"] = np.asarray(value, dtype=np.float32)
+        for j, value in enumerate(L.details.values()):
+            arrays[f"L{i}/detail{j}"] = np.asarray(value)
+        layers_manifest.append(entry)
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "meta": _jsonable(index.meta),
+                "class_names": index.class_names, "class_parents": index.class_parents,
+                "layers": layers_manifest}
+    return manifest, arrays
+
+
+def load_index(path, data=None) -> NeuronIndex:
+    """Read an index written by :meth:`NeuronIndex.save`, checking it thoroughly first.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (``.npz`` may be left out).
+    data : dataset, optional
+        Attach the dataset the index was computed on (to show full crops again).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    IndexFileError
+        (a ``ValueError``) the file is not an nsi-widgets index, is of a newer format version, or
+        is damaged: its manifest and arrays disagree in names, shapes or dtypes.
+    """
+    path = Path(path)
+    if not path.exists() and index_path(path).exists():
+        path = index_path(path)
+    with read_archive(path, FORMAT, FORMAT_VERSION, what="index") as archive:
+        manifest = archive.manifest
+        _check(archive, isinstance(manifest.get("layers"), list), "'layers' is not a list")
+        layers = {}
+        for i, entry in enumerate(manifest["layers"]):
+            layer = _read_layer(archive, i, entry)
+            _check(archive, layer.name not in layers, f"layer {layer.name!r} appears twice")
+            layers[layer.name] = layer
+        class_names = manifest.get("class_names")
+        parents = manifest.get("class_parents")
+        _check(archive, class_names is None or (isinstance(class_names, list)
+                                               and all(isinstance(c, str) for c in class_names)),
+               "'class_names' is not a list of names")
+        _check(archive, parents is None or isinstance(parents, dict), "'class_parents' is not a mapping")
+        meta = manifest.get("meta") or {}
+        _check(archive, isinstance(meta, dict), "'meta' is not a mapping")
+    return NeuronIndex(layers, meta=meta, class_names=class_names, class_parents=parents, data=data)
+
+
+def _check(archive, condition: bool, message: str) -> None:
+    if not condition:
+        raise archive.error(message)
+
+
+def _read_layer(archive, i: int, entry) -> LayerIndex:
+    """One layer's entry and arrays, each checked against the others' shapes."""
+    _check(archive, isinstance(entry, dict) and isinstance(entry.get("name"), str),
+           f"layer entry {i} has no name")
+    name = entry["name"]
+    try:
+        rf = ReceptiveField.from_dict(entry["receptive_field"])
+        map_size = tuple(int(v) for v in entry["map_size"])
+        fields, scores, details = list(entry["arrays"]), list(entry["scores"]), list(entry["details"])
+        ok = (len(rf.size) == len(rf.stride) == len(rf.padding) == 2 == len(map_size)
+              and all(isinstance(v, int) and v >= 1 for v in rf.size + rf.stride)
+              and all(isinstance(v, str) for v in scores + details))
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    _check(archive, ok, f"layer {name!r}: its receptive field, map size or array lists are malformed")
+    for required in ("top_indices", "top_activations", "top_positions", "top_labels"):
+        _check(archive, required in fields, f"layer {name!r} has no {required}")
+    _check(archive, set(fields) <= set(_ARRAY_FIELDS), f"layer {name!r} lists unknown arrays")
+    prefix = f"L{i}/"
+    top = archive.array(prefix + "top_indices", dtype_kind="i", ndim=2)
+    c, n = top.shape
+    h, w = rf.size
+    shapes = {"top_activations": ("f", (c, n)), "top_positions": ("i", (c, n, 2)), "top_labels": ("i", (c, n)),
+              "neuron_features": ("f", (c, h, w, 3)), "feature_coverage": ("f", (c, h, w)),
+              "top_crops": ("u", (c, None, None, None, 3))}
+    values = {"top_indices": top}
+    for field_name in fields:
+        if field_name != "top_indices":
+            kind, shape = shapes[field_name]
+            values[field_name] = archive.array(prefix + field_name, dtype_kind=kind, shape=shape)
+    score_values = {s: archive.array(f"{prefix}score{j}", dtype_kind="f", shape=(c,)) for j, s in enumerate(scores)}
+    detail_values = {d: archive.array(f"{prefix}detail{j}") for j, d in enumerate(details)}
+    for d, value in detail_values.items():
+        _check(archive, value.ndim >= 1 and value.shape[0] == c, f"layer {name!r}: detail {d!r} is not per unit")
+    return LayerIndex(name=name, receptive_field=rf, map_size=map_size, scores=score_values, details=detail_values,
+                      top_indices=top, top_activations=values["top_activations"],
+                      top_positions=values["top_positions"], top_labels=values["top_labels"],
+                      neuron_features=values.get("neuron_features"),
+                      feature_coverage=values.get("feature_coverage"), top_crops=values.get("top_crops"))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

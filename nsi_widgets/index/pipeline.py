@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .data import check_dataset, iterate_batches
+from .. import __version__
+from ..core.data import check_dataset, iterate_batches
 from .features import (NF_MODES, LayerReferences, NeuronFeatureAccumulator, referenced_image_pass,
                        referenced_images)
 from .cone import ChainCone, chain_cone
-from .layers import LayerRecorder, model_fingerprint, modules_run_before, resolve_layers
+from ..core.layers import LayerRecorder, model_fingerprint, modules_run_before, resolve_layers
 from .local_forward import TransformedActivations, check_samples
-from .receptive_field import receptive_field
+from ..core.receptive_field import receptive_field
 from .results import LayerIndex, NeuronIndex
 from .scan import scan_top_n
 from .selectivity import (GRAY_METHODS, class_selectivity, get_index, population_code, ratio_index,

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import iterate_batches
-from .receptive_field import ReceptiveField
+from ..core.data import iterate_batches
+from ..core.receptive_field import ReceptiveField
 
 NF_MODES = ("weighted", "mean", "border")
 _CROP_CHUNK_BYTES = 64 * 2**20  # bound the memory of gathered crops

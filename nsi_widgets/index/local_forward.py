@@ -24,7 +24,7 @@ from torch import nn
 
 from .cone import ChainCone
 from .features import LayerReferences, crop_chunk_size, gather_crops
-from .layers import LayerRecorder
+from ..core.layers import LayerRecorder
 
 CropTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
