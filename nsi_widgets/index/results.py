@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..core.errors import IndexFileError, InputError
 from ..core.receptive_field import ReceptiveField
 from ..core.storage import read_archive, write_archive
 
@@ -107,6 +108,32 @@ class LayerIndex:
                 f"scores={sorted(self.scores)})")
 
 
+@dataclass
+class Attachment:
+    """Results of another method attached to an index (dissection, synthesised images, ...).
+
+    Saved in the index file, so the Explorer and the exported page show them. Plain data only:
+    ``meta`` is JSON-able, ``arrays`` maps each layer to named NumPy arrays.
+
+    Attributes
+    ----------
+    kind : str
+        What produced it (``"dissection"``, ``"synthesis"``, ...); the reader of that kind knows the arrays.
+    meta : dict
+        Settings and anything JSON-able (e.g. concept names).
+    arrays : dict of str to dict of str to ndarray
+        Per layer, named arrays. Arrays whose first axis is the layer's units and that are listed in
+        ``columns`` become per-unit columns of :meth:`NeuronIndex.to_pandas` and of the Explorer's grid.
+    columns : dict of str to list of str
+        Per layer, the names in ``arrays[layer]`` that are (C,) per-unit columns.
+    """
+
+    kind: str
+    meta: dict = field(default_factory=dict)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    columns: dict[str, list[str]] = field(default_factory=dict)
+
+
 class NeuronIndex(Mapping):
     """The index of several layers of one model over one dataset.
 
@@ -122,16 +149,44 @@ class NeuronIndex(Mapping):
         A class hierarchy as a child -> parent mapping of names (one level or more).
     data : sequence or None
         The dataset the index was computed on, when known (not saved); used to show crops.
+    attachments : dict of str to Attachment
+        Results of other methods on the same model (see :meth:`attach`), saved with the index.
     """
 
     def __init__(self, layers: dict[str, LayerIndex], meta: dict | None = None,
                  class_names: list[str] | None = None, class_parents: dict[str, str] | None = None,
-                 data: Any = None):
+                 data: Any = None, attachments: dict[str, Attachment] | None = None):
         self._layers = dict(layers)
         self.meta = dict(meta or {})
         self.class_names = list(class_names) if class_names is not None else None
         self.class_parents = dict(class_parents) if class_parents else None
         self.data = data
+        self.attachments: dict[str, Attachment] = dict(attachments or {})
+
+    def attach(self, name: str, attachment: Attachment, *, replace: bool = True) -> None:
+        """Attach another method's results under ``name`` (saved with the index; shown by the Explorer).
+
+        Raises
+        ------
+        InputError
+            ``name`` is taken and ``replace`` is False, a layer is not in this index, or a per-unit
+            column does not have one value per unit.
+        """
+        if not isinstance(attachment, Attachment):
+            raise InputError(f"attach() takes an Attachment, got {type(attachment).__name__}; results of "
+                             "other methods offer .to_attachment()")
+        if name in self.attachments and not replace:
+            raise InputError(f"an attachment named {name!r} exists; pass replace=True to replace it")
+        for layer, arrays in attachment.arrays.items():
+            if layer not in self._layers:
+                raise InputError(f"the attachment has layer {layer!r}, which this index does not have "
+                                 f"(indexed layers: {self.layers})")
+            for column in attachment.columns.get(layer, []):
+                value = arrays.get(column)
+                if value is None or np.shape(value)[:1] != (self._layers[layer].n_units,) or np.ndim(value) != 1:
+                    raise InputError(f"attachment column {column!r} of layer {layer!r} must have one value "
+                                     f"per unit ({self._layers[layer].n_units})")
+        self.attachments[name] = attachment
 
     # Mapping protocol -------------------------------------------------------------------------
     def __getitem__(self, layer: str) -> LayerIndex:
@@ -187,6 +242,9 @@ class NeuronIndex(Mapping):
             }
             for name, values in L.scores.items():
                 cols[name] = values
+            for name, attachment in self.attachments.items():
+                for column in attachment.columns.get(L.name, []):
+                    cols[f"{name}.{column}"] = attachment.arrays[L.name][column]
             frames.append(pd.DataFrame(cols))
         if not frames:
             return pd.DataFrame(columns=["layer", "unit", "dead", "top_activation"])
@@ -257,9 +315,19 @@ def _to_archive(index: NeuronIndex) -> tuple[dict, dict[str, np.ndarray]]:
         for j, value in enumerate(L.details.values()):
             arrays[f"L{i}/detail{j}"] = np.asarray(value)
         layers_manifest.append(entry)
+    attachments = []
+    for a, (name, attachment) in enumerate(index.attachments.items()):
+        entry = {"name": name, "kind": attachment.kind, "meta": _jsonable(attachment.meta),
+                 "arrays": {layer: list(named) for layer, named in attachment.arrays.items()},
+                 "columns": {layer: list(c) for layer, c in attachment.columns.items()}}
+        for layer, named in attachment.arrays.items():
+            i = index.layers.index(layer)
+            for j, value in enumerate(named.values()):
+                arrays[f"A{a}/L{i}/{j}"] = np.asarray(value)
+        attachments.append(entry)
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "meta": _jsonable(index.meta),
                 "class_names": index.class_names, "class_parents": index.class_parents,
-                "layers": layers_manifest}
+                "layers": layers_manifest, "attachments": attachments}
     return manifest, arrays
 
 
@@ -300,7 +368,34 @@ def load_index(path, data=None) -> NeuronIndex:
         _check(archive, parents is None or isinstance(parents, dict), "'class_parents' is not a mapping")
         meta = manifest.get("meta") or {}
         _check(archive, isinstance(meta, dict), "'meta' is not a mapping")
-    return NeuronIndex(layers, meta=meta, class_names=class_names, class_parents=parents, data=data)
+        attachments = _read_attachments(archive, list(layers))
+    index = NeuronIndex(layers, meta=meta, class_names=class_names, class_parents=parents, data=data)
+    for name, attachment in attachments.items():
+        try:
+            index.attach(name, attachment)
+        except InputError as err:
+            raise IndexFileError(f"{str(path)!r} is a damaged index: attachment {name!r}: {err}") from None
+    return index
+
+
+def _read_attachments(archive, layer_names: list[str]) -> dict[str, Attachment]:
+    entries = archive.manifest.get("attachments", [])
+    _check(archive, isinstance(entries, list), "'attachments' is not a list")
+    out = {}
+    for a, entry in enumerate(entries):
+        try:
+            name, kind, meta = str(entry["name"]), str(entry["kind"]), dict(entry.get("meta") or {})
+            listed = {str(layer): [str(n) for n in names] for layer, names in dict(entry["arrays"]).items()}
+            columns = {str(layer): [str(c) for c in cs] for layer, cs in dict(entry.get("columns") or {}).items()}
+        except (KeyError, TypeError, ValueError):
+            raise archive.error(f"attachment entry {a} is malformed") from None
+        arrays = {}
+        for layer, names in listed.items():
+            _check(archive, layer in layer_names, f"attachment {name!r} names unknown layer {layer!r}")
+            i = layer_names.index(layer)
+            arrays[layer] = {n: archive.array(f"A{a}/L{i}/{j}") for j, n in enumerate(names)}
+        out[name] = Attachment(kind, meta, arrays, columns)
+    return out
 
 
 def _check(archive, condition: bool, message: str) -> None:
