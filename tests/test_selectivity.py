@@ -1,4 +1,4 @@
-"""Selectivity indexes against the definitions of METHODS.md sections 4-6."""
+"""Selectivity indexes against the definitions of docs/methods.md sections 4-6."""
 from collections import OrderedDict
 
 import numpy as np
@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import nsi_widgets as nsi
-from nsi_widgets.index.selectivity import gray_pca
+from nsi_widgets.index.selectivity import (gray_pca, orientation_angles, orientation_combine, orientation_transforms, rotate,
+                                           shuffle_pixels)
 from _models import make_images
 
 LAYERS = ["relu1", "relu2", "pool", "relu3"]
@@ -35,8 +36,12 @@ def reference_gray(crop, inside, method):
     return out
 
 
-def plain_gray_activation(model, layer, image, unit, y, x, rf, method, preprocess=None):
-    """The definition: grey only the RF crop in the full image, full forward, read the stored location."""
+def plain_transformed_activation(model, layer, image, unit, y, x, rf, crop_transform, preprocess=None):
+    """The definition: transform only the RF crop in the full image, full forward, read the stored location.
+
+    ``crop_transform(crop (h, w, 3) float64 with zeros outside the image, inside (h, w) bool) -> (h, w, 3)``;
+    only the in-image pixels of its result are pasted back.
+    """
     image = image.clone().double().numpy()          # (3, H, W)
     _, H, W = image.shape
     y0, x0 = y * rf.stride[0] - rf.padding[0], x * rf.stride[1] - rf.padding[1]
@@ -48,11 +53,11 @@ def plain_gray_activation(model, layer, image, unit, y, x, rf, method, preproces
             if 0 <= y0 + dy < H and 0 <= x0 + dx < W:
                 crop[dy, dx] = image[:, y0 + dy, x0 + dx]
                 inside[dy, dx] = True
-    grey = reference_gray(crop, inside, method)
+    new = crop_transform(crop, inside)
     for dy in range(h):
         for dx in range(w):
             if inside[dy, dx]:
-                image[:, y0 + dy, x0 + dx] = grey[dy, dx]
+                image[:, y0 + dy, x0 + dx] = new[dy, dx]
     module = dict(model.named_modules())[layer]
     captured = {}
     handle = module.register_forward_hook(lambda m, i, o: captured.setdefault("out", o))
@@ -61,6 +66,12 @@ def plain_gray_activation(model, layer, image, unit, y, x, rf, method, preproces
         model(preprocess(inp) if preprocess else inp)
     handle.remove()
     return float(captured["out"][0, unit, y, x])
+
+
+def plain_gray_activation(model, layer, image, unit, y, x, rf, method, preprocess=None):
+    """The colour index's definition: grey only the RF crop (see reference_gray)."""
+    return plain_transformed_activation(model, layer, image, unit, y, x, rf,
+                                        lambda crop, inside: reference_gray(crop, inside, method), preprocess)
 
 
 # ------------------------------------------------------------------ colour index
@@ -276,3 +287,152 @@ def test_layer_without_receptive_field_is_a_clear_error(tiny_data):
     model = nn.Sequential(OrderedDict(norm=GlobalContrast(), conv=nn.Conv2d(3, 4, 3, padding=1), relu=nn.ReLU()))
     with pytest.raises(ValueError, match="receptive field of layer 'relu'"):
         nsi.index_neurons(model, tiny_data, ["relu"], top_n=3, progress=False)
+
+
+# ------------------------------------------------------------------ the authors' orientation and symmetry
+def keys_cubic(t, a=-0.75):
+    """The cubic convolution kernel (Keys 1981) with a = -0.75, at offsets t."""
+    t = np.abs(t)
+    return np.where(t <= 1, (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1,
+                    np.where(t < 2, a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a, 0.0))
+
+
+def reference_rotate(crop, angle):
+    """Rotate a crop (h, w, 3) counter-clockwise (as displayed) about its centre by ``angle`` degrees,
+    bicubic convolution, samples outside the crop replicate its nearest edge pixel: written out."""
+    h, w, _ = crop.shape
+    theta = np.deg2rad(angle)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    out = np.zeros_like(crop)
+    for i in range(h):
+        for j in range(w):
+            dy, dx = i - cy, j - cx
+            sx = cx + dx * np.cos(theta) - dy * np.sin(theta)
+            sy = cy + dx * np.sin(theta) + dy * np.cos(theta)
+            x0, y0 = int(np.floor(sx)), int(np.floor(sy))
+            value = np.zeros(3)
+            for m in range(-1, 3):
+                for n in range(-1, 3):
+                    weight = keys_cubic(sy - (y0 + m)) * keys_cubic(sx - (x0 + n))
+                    value += weight * crop[min(max(y0 + m, 0), h - 1), min(max(x0 + n, 0), w - 1)]
+            out[i, j] = value
+    return out
+
+
+REFERENCE_MIRRORS = {
+    "horizontal": lambda c: c[:, ::-1],
+    "vertical": lambda c: c[::-1, :],
+    "diagonal": lambda c: c.transpose(1, 0, 2),
+    "antidiagonal": lambda c: c[::-1, ::-1].transpose(1, 0, 2),
+}
+
+
+def test_reference_rotation_turns_counter_clockwise():
+    # The reference agrees with the documented direction: 90 degrees is numpy.rot90.
+    crop = np.random.default_rng(0).random((5, 5, 3))
+    np.testing.assert_allclose(reference_rotate(crop, 90), np.rot90(crop), atol=1e-12)
+    np.testing.assert_allclose(reference_rotate(crop, 360), crop, atol=1e-12)
+
+
+def test_rotate_transform_equals_bicubic_with_edge_padding():
+    crops = torch.rand(3, 3, 7, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for angle in (15, 30, 45, 90, 105, 200, 345):
+        got = rotate(angle)(crops).numpy()
+        for r in range(3):
+            want = reference_rotate(crops[r].permute(1, 2, 0).numpy(), angle)
+            np.testing.assert_allclose(got[r].transpose(1, 2, 0), want, atol=1e-9, err_msg=str(angle))
+    assert orientation_angles() == [15.0 * k for k in range(1, 25)]
+    assert len(orientation_angles(30)) == 12
+    with pytest.raises(ValueError, match="divide 360"):
+        orientation_angles(25)
+
+
+def orientation_model():
+    """Two local layers with oriented, asymmetric filters (a tiny model for the full-forward reference)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 4, 3, padding=1), relu1=nn.ReLU(),
+                                      conv2=nn.Conv2d(4, 3, 3, stride=2, padding=1), relu2=nn.ReLU()))
+    return model.eval()
+
+
+def test_orientation_and_symmetry_equal_the_authors_definition():
+    model = orientation_model()
+    data = make_images(10, height=14, width=12, seed=5)
+    idx = nsi.index_neurons(model, data, ["relu1", "relu2"], top_n=3, progress=False,
+                            indexes=("orientation", "symmetry"))
+    angles = [15 * k for k in range(1, 25)]
+    for layer in ("relu1", "relu2"):
+        L = idx[layer]
+        rf = L.receptive_field
+        assert rf.size[0] == rf.size[1] >= 3
+        activations = L.top_activations.astype(np.float64)
+        for unit in range(L.n_units):
+            if L.dead[unit]:
+                continue
+            refs = [(data[int(L.top_indices[unit, j])], *L.top_positions[unit, j]) for j in range(L.top_n)]
+
+            def ratio(crop_transform):
+                total = sum(plain_transformed_activation(model, layer, image, unit, y, x, rf, crop_transform)
+                            for image, y, x in refs)
+                return total / activations[unit].sum()
+
+            rotation_ratios = [ratio(lambda crop, inside, a=a: reference_rotate(crop, a)) for a in angles]
+            mirror_ratios = [ratio(lambda crop, inside, f=f: f(crop)) for f in REFERENCE_MIRRORS.values()]
+            np.testing.assert_allclose(L.orientation_selectivity[unit], 1 - np.mean(rotation_ratios), atol=2e-5)
+            np.testing.assert_allclose(L.symmetry_selectivity[unit], np.mean(mirror_ratios), atol=2e-5)
+        assert len([k for k in L.details if k.startswith("rot")]) == 24
+        assert {f"mirror_{axis}_activations" for axis in REFERENCE_MIRRORS} <= set(L.details)
+        np.testing.assert_allclose(L.details["rot360_activations"], L.top_activations, rtol=1e-5)
+
+
+def test_orientation_with_another_step_is_one_registration():
+    model = orientation_model()
+    data = make_images(6, height=14, width=12, seed=5)
+    nsi.register_index("orientation_90", transforms=orientation_transforms(90), combine=orientation_combine,
+                       replace=True)
+    try:
+        idx = nsi.index_neurons(model, data, ["relu1"], top_n=2, progress=False,
+                                indexes=("orientation", "orientation_90"))
+    finally:
+        nsi.unregister_index("orientation_90")
+    L = idx["relu1"]
+    by_quarter = [L.details[f"rot{a}_activations"] for a in (90, 180, 270, 360)]
+    want = 1 - np.mean([t.sum(1) / L.top_activations.sum(1) for t in by_quarter], axis=0)
+    np.testing.assert_allclose(L.orientation_90_selectivity, want, rtol=1e-5)
+
+
+def test_shape_shuffle_is_seeded():
+    crops = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    a, b = shuffle_pixels(0)(crops), shuffle_pixels(0)(crops)
+    assert torch.equal(a, b) and not torch.equal(a, shuffle_pixels(1)(crops))
+    assert torch.equal(torch.sort(a.reshape(2, 3, -1), dim=-1).values, torch.sort(crops.reshape(2, 3, -1), dim=-1).values)
+
+
+# ------------------------------------------------------------------ superclass index and nu
+def test_superclass_index_honours_nu_by_hand():
+    # Four top images of classes 0..3 with weights 1, .75, .5, .25 (sum 2.5); parents: 0, 1 -> A; 2 -> B; 3 -> C.
+    # Superclass frequencies: A (1 + .75) / 2.5 = 0.7, B 0.2, C 0.1.
+    acts = np.array([[4.0, 3.0, 2.0, 1.0]])
+    labels = np.array([[0, 1, 2, 3]])
+    parents = [0, 0, 1, 2]
+    # nu = 1: all three superclasses are needed, M = 3, gamma = (4 - 3) / 3
+    np.testing.assert_allclose(nsi.class_selectivity(labels, acts, nu=1.0, parents=parents), [1 / 3], rtol=1e-6)
+    # nu = 0.5: superclass A alone covers 0.7 >= 0.5, M = 1, gamma = 1
+    np.testing.assert_allclose(nsi.class_selectivity(labels, acts, nu=0.5, parents=parents), [1.0], rtol=1e-6)
+    # nu = 0.8: A + B = 0.9 >= 0.8, M = 2, gamma = 2/3; over the classes themselves M = 3 (1, .75, .5 -> 0.9)
+    np.testing.assert_allclose(nsi.class_selectivity(labels, acts, nu=0.8, parents=parents), [2 / 3], rtol=1e-6)
+    np.testing.assert_allclose(nsi.class_selectivity(labels, acts, nu=0.8), [1 / 3], rtol=1e-6)
+    # where nu cannot matter: every top image in one superclass gives 1 at any nu
+    for nu in (1.0, 0.5):
+        np.testing.assert_allclose(nsi.class_selectivity(np.array([[0, 1, 1, 0]]), acts, nu=nu, parents=parents), [1.0])
+
+
+@pytest.mark.xfail(strict=True, reason="index_neurons passes nu to the superclass index only after the lead's "
+                                       "pipeline change (_add_class_extras(..., nu)); remove this marker then")
+def test_superclass_selectivity_in_the_index_uses_the_runs_nu(tiny_model, tiny_data):
+    idx = nsi.index_neurons(tiny_model, tiny_data, ["relu3"], top_n=8, progress=False, indexes=("class",), nu=0.5)
+    L = idx["relu3"]
+    parents = [0, 0, 1, 1]   # a, b -> ab; c, d -> cd
+    want = nsi.class_selectivity(L.top_labels, L.top_activations, nu=0.5, parents=parents)
+    assert not np.array_equal(want, nsi.class_selectivity(L.top_labels, L.top_activations, nu=1.0, parents=parents))
+    np.testing.assert_array_equal(L.superclass_selectivity, want)

@@ -1,4 +1,4 @@
-"""Selectivity indexes (METHODS.md sections 4-6) and the registry that makes new ones first-class.
+"""Selectivity indexes (docs/methods.md sections 4-6) and the registry that makes new ones first-class.
 
 Two kinds of index:
 
@@ -95,40 +95,121 @@ GRAY_TRANSFORMS = {"pca": gray_pca, "luminance": gray_luminance}
 # ---------------------------------------------------------------------------------------------
 # Transforms of the other built-in crop indexes
 # ---------------------------------------------------------------------------------------------
+ORIENTATION_STEP = 15.0
+"""Default angle step (degrees) of the orientation index: 24 rotations, as in the authors' code."""
+MIRROR_AXES = ("horizontal", "vertical", "diagonal", "antidiagonal")
+"""The four mirror axes of the symmetry index (docs/methods.md section 6)."""
+SHUFFLE_SEED = 0
+"""Default seed of the shape index's pixel permutation."""
+
+
+def _rotation_grid(height: int, width: int, angle_degrees: float, dtype) -> torch.Tensor:
+    """``grid_sample`` grid (1, h, w, 2) sampling the source of each output pixel of a rotation.
+
+    Output pixel ``(i, j)``, offset ``(dy, dx)`` from the crop centre ``((h-1)/2, (w-1)/2)``, takes
+    the crop at ``x = cx + dx cos t - dy sin t``, ``y = cy + dx sin t + dy cos t``: the content turns
+    by ``t`` counter-clockwise as displayed (rows downwards), as ``numpy.rot90`` for ``t = 90``.
+    """
+    theta = math.radians(angle_degrees)
+    cos, sin = math.cos(theta), math.sin(theta)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    dy = torch.arange(height, dtype=torch.float64)[:, None] - cy
+    dx = torch.arange(width, dtype=torch.float64)[None, :] - cx
+    x = cx + dx * cos - dy * sin
+    y = cy + dx * sin + dy * cos
+    # align_corners=True: -1 and +1 are the centres of the first and last pixel.
+    gx = 2 * x / max(width - 1, 1) - 1
+    gy = 2 * y / max(height - 1, 1) - 1
+    return torch.stack([gx, gy], dim=-1)[None].to(dtype)
+
+
 def rotate(angle_degrees: float) -> Callable:
-    """A crop transform rotating the crop about its centre (zeros where nothing maps in)."""
+    """A crop transform rotating the crop about its centre by ``angle_degrees`` (counter-clockwise).
+
+    As in the authors' code: cubic interpolation and edge padding. Precisely: bicubic convolution
+    (Keys kernel, ``a = -0.75``, the kernel of OpenCV and of ``torch.nn.functional.grid_sample``)
+    of the crop as stored (pixels outside the image are zero), where every sample position outside
+    the crop takes the value of the nearest crop pixel (edge replication, per tap). Multiples of
+    90 degrees of a square crop are exact pixel permutations. docs/methods.md section 6.
+    """
+    angle = float(angle_degrees) % 360.0
 
     def transform(crops: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
-        if angle_degrees % 90 == 0 and crops.shape[-1] == crops.shape[-2]:
-            return torch.rot90(crops, k=int(angle_degrees // 90) % 4, dims=(-2, -1))
-        theta = math.radians(angle_degrees)
-        matrix = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0],
-                               [math.sin(theta), math.cos(theta), 0.0]], dtype=crops.dtype)
-        grid = F.affine_grid(matrix.expand(crops.shape[0], 2, 3), list(crops.shape), align_corners=False)
-        return F.grid_sample(crops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        h, w = crops.shape[-2:]
+        if angle == 0:
+            return crops.clone()
+        if angle % 90 == 0 and h == w:
+            return torch.rot90(crops, k=int(angle // 90), dims=(-2, -1))
+        grid = _rotation_grid(h, w, angle, crops.dtype).to(crops.device).expand(crops.shape[0], h, w, 2)
+        return F.grid_sample(crops, grid, mode="bicubic", padding_mode="border", align_corners=True)
 
     transform.__name__ = f"rotate_{angle_degrees:g}"
     return transform
 
 
+def orientation_angles(step_degrees: float = ORIENTATION_STEP) -> list[float]:
+    """The rotations of the orientation index: ``step, 2 step, ..., 360`` degrees (360 = the crop itself).
+
+    ``360 / step_degrees`` must be a whole number (default 15: 24 rotations, as the authors' code).
+    """
+    step = float(step_degrees)
+    count = 360.0 / step if step > 0 else 0.0
+    if step <= 0 or abs(count - round(count)) > 1e-9:
+        raise ValueError(f"the orientation step must divide 360 degrees, got {step_degrees!r}")
+    return [step * k for k in range(1, int(round(count)) + 1)]
+
+
+def orientation_transforms(step_degrees: float = ORIENTATION_STEP) -> dict[str, Callable]:
+    """Crop transforms of the orientation index, keyed ``"rot15"``, ``"rot30"``, ... ``"rot360"``.
+
+    Use with :func:`register_index` for another step, e.g.
+    ``register_index("orientation_30", transforms=orientation_transforms(30), combine=orientation_combine)``.
+    """
+    return {f"rot{angle:g}".replace(".", "_"): rotate(angle) for angle in orientation_angles(step_degrees)}
+
+
+def orientation_combine(ratios: dict[str, np.ndarray]) -> np.ndarray:
+    """Orientation index from the rotation ratios: ``1 - mean ratio`` (1: only its own orientation)."""
+    return 1.0 - np.mean(list(ratios.values()), axis=0)
+
+
 def mirror(axis: str) -> Callable:
-    """A crop transform mirroring the crop: ``axis`` is "horizontal" (left-right) or "vertical"."""
-    dims = {"horizontal": (-1,), "vertical": (-2,)}[axis]
+    """A crop transform mirroring the crop about one of :data:`MIRROR_AXES` through its centre.
+
+    ``"horizontal"`` flips left-right (about the vertical centre line), ``"vertical"`` flips
+    up-down, ``"diagonal"`` transposes (about the line from top-left to bottom-right) and
+    ``"antidiagonal"`` mirrors about the line from top-right to bottom-left. The diagonal mirrors
+    need square crops (square receptive fields).
+    """
+    if axis not in MIRROR_AXES:
+        raise ValueError(f"axis must be one of {MIRROR_AXES}, got {axis!r}")
 
     def transform(crops: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.flip(crops, dims=dims)
+        if axis == "horizontal":
+            return torch.flip(crops, dims=(-1,))
+        if axis == "vertical":
+            return torch.flip(crops, dims=(-2,))
+        if crops.shape[-1] != crops.shape[-2]:
+            raise ValueError(f"the {axis} mirror of the symmetry index needs square receptive fields, "
+                             f"got crops of {tuple(crops.shape[-2:])}")
+        flipped = crops if axis == "diagonal" else torch.flip(crops, dims=(-2, -1))
+        return flipped.transpose(-2, -1).contiguous()
 
     transform.__name__ = f"mirror_{axis}"
     return transform
 
 
-def shuffle_pixels(seed: int = 0) -> Callable:
-    """A crop transform permuting the crop's pixels (one fixed permutation per crop size)."""
+def shuffle_pixels(seed: int = SHUFFLE_SEED) -> Callable:
+    """A crop transform permuting the crop's pixels: one permutation per crop size, from ``seed``.
+
+    Every crop of a layer gets the same permutation, so the index is reproducible (the authors'
+    code draws an unseeded one).
+    """
 
     def transform(crops: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
         n, c, h, w = crops.shape
         generator = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(h * w, generator=generator)
+        perm = torch.randperm(h * w, generator=generator).to(crops.device)
         return crops.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
 
     transform.__name__ = "shuffle_pixels"
@@ -175,7 +256,7 @@ def class_frequencies(top_labels: np.ndarray, top_activations: np.ndarray, n_cla
 
 def class_selectivity(top_labels: np.ndarray, top_activations: np.ndarray, nu: float = 1.0,
                       parents: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-    """Class selectivity index ``gamma = (N - M) / (N - 1)`` per unit (METHODS.md section 5).
+    """Class selectivity index ``gamma = (N - M) / (N - 1)`` per unit (docs/methods.md section 5).
 
     ``M`` is the smallest number of classes, taken by descending ``f_c``, whose frequencies add up to
     at least ``nu``; classes of zero frequency never count. ``nu`` defaults to 1.0 as in the authors'
@@ -363,8 +444,6 @@ def _class_index(layer, meta: dict) -> np.ndarray:
     return class_selectivity(layer.top_labels, layer.top_activations, nu=meta.get("nu", 1.0))
 
 
-_ROTATIONS = (45, 90, 135, 180, 225, 270, 315)
-
 _BUILTIN_SPECS = [
     IndexSpec("color", "color_selectivity",
               "1 - sum a'/sum a with the receptive-field crop greyed (gray='pca' or 'luminance')",
@@ -374,16 +453,16 @@ _BUILTIN_SPECS = [
               "(N - M)/(N - 1), M classes covering nu of the activation-weighted top-N",
               function=_class_index),
     IndexSpec("orientation", "orientation_selectivity",
-              "1 - mean over rotations (45..315 deg) of sum a_rot / sum a",
-              transforms={f"rot{a}": rotate(a) for a in _ROTATIONS},
-              combine=lambda ratios: 1.0 - np.mean([ratios[f"rot{a}"] for a in _ROTATIONS], axis=0)),
+              "1 - mean over rotations (15, 30, ..., 360 deg; bicubic, edge padding) of sum a_rot / sum a",
+              make_transforms=lambda options: orientation_transforms(options.get("orientation_step", ORIENTATION_STEP)),
+              combine=orientation_combine),
     IndexSpec("symmetry", "symmetry_selectivity",
-              "mean over left-right and up-down mirrors of sum a_mirror / sum a (1: symmetric response)",
-              transforms={"mirror_h": mirror("horizontal"), "mirror_v": mirror("vertical")},
-              combine=lambda ratios: np.mean([ratios["mirror_h"], ratios["mirror_v"]], axis=0)),
+              "mean over 4 mirror axes (left-right, up-down, both diagonals) of sum a_mirror / sum a",
+              transforms={f"mirror_{axis}": mirror(axis) for axis in MIRROR_AXES},
+              combine=lambda ratios: np.mean([ratios[f"mirror_{axis}"] for axis in MIRROR_AXES], axis=0)),
     IndexSpec("shape", "shape_selectivity",
-              "1 - sum a_shuffled / sum a with the crop's pixels shuffled",
-              transforms={"shuffled": shuffle_pixels(0)},
+              "1 - sum a_shuffled / sum a with the crop's pixels shuffled (a seeded permutation)",
+              make_transforms=lambda options: {"shuffled": shuffle_pixels(options.get("shuffle_seed", SHUFFLE_SEED))},
               combine=lambda ratios: 1.0 - ratios["shuffled"]),
 ]
 _BUILTINS = {spec.name for spec in _BUILTIN_SPECS}
