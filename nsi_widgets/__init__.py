@@ -11,6 +11,7 @@ from .core.errors import IndexFileError, InputError, NsiError
 from .core.layers import list_layers, model_fingerprint
 from .core.receptive_field import ReceptiveField, receptive_field
 from .index import LayerIndex, NeuronIndex, index_neurons, load_index
+from .index.statistics import layer_statistics
 from .index.selectivity import (available_indexes, class_frequencies, class_selectivity, color_selectivity,
                                 population_code, register_index, unregister_index)
 from . import zoo
@@ -30,6 +31,6 @@ def __getattr__(name):
 __all__ = [
     "__version__", "index_neurons", "AnnotationStore", "Annotation", "merge_stores", "list_layers", "model_fingerprint", "receptive_field", "ReceptiveField",
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
-    "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo",
+    "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "layer_statistics", "zoo",
     "NsiError", "InputError", "IndexFileError", *_WIDGETS,
 ]
