@@ -15,7 +15,7 @@ from ..core.errors import InputError
 
 DEFAULT_THRESHOLDS: dict[str, tuple[float, ...]] = {
     "color_selectivity": (0.1, 0.25, 0.5),
-    "class_selectivity": (0.5, 0.75, 0.9),
+    "class_selectivity": (0.5, 0.65, 0.8),
 }
 """Thresholds used when none are given: per score, the fractions of alive units at or above each."""
 
@@ -53,7 +53,7 @@ def layer_statistics(idx, thresholds=None, *,
     thresholds : float, sequence of float, or dict of score name to float(s), optional
         The fractions of alive units with a score **at or above** each threshold are reported. One
         value or a sequence applies to every score; a dict sets them per score. Default:
-        :data:`DEFAULT_THRESHOLDS` (colour 0.1, 0.25, 0.5; class 0.5, 0.75, 0.9).
+        :data:`DEFAULT_THRESHOLDS` (colour 0.1, 0.25, 0.5; class 0.5, 0.65, 0.8).
     scores : sequence of str
         Per-unit scores to summarise (any name in ``LayerIndex.scores``).
 

@@ -1,16 +1,28 @@
-"""The small VGG-like CNN shipped with the shapes data set.
+"""The two CNNs shipped with the shapes data set, with layer names made for indexing.
 
-Layer names are chosen for indexing: each ``convK`` is ``Sequential(Conv2d, BatchNorm2d, ReLU)``,
-so the tensor recorded for ``"convK"`` is the rectified activation (what the paper indexes);
-max pooling is a separate module ``poolK``; the head is global average pooling + ``Linear``.
+* :class:`ShapesCNN` (``"cnn"``): VGG-like, five blocks ``conv1 .. conv5``, each
+  ``Sequential(Conv2d, [BatchNorm2d,] ReLU)``, max pooling ``pool1 .. pool4`` between them.
+* :class:`ShapesResNet` (``"resnet"``): a stem ``Sequential(Conv2d, BatchNorm2d, ReLU)`` and four
+  residual blocks ``block1 .. block4`` (two 3x3 convolutions with batch norm, a projection
+  shortcut, the ReLU after the sum; each halves the resolution).
+
+In both, the tensor recorded for an indexed layer is the rectified activation the paper indexes;
+:func:`conv_layers` lists those layers, input to output. The head of both is global average
+pooling (``gap``) and one ``Linear`` (``fc``).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .shapes import CLASSES
+
+N_CLASSES = len(CLASSES)
+
 CONV_LAYERS: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "conv5")
 """Names of the rectified convolution blocks of :class:`ShapesCNN`, input to output."""
+RESNET_LAYERS: tuple[str, ...] = ("stem", "block1", "block2", "block3", "block4")
+"""Names of the rectified stages of :class:`ShapesResNet`, input to output."""
 
 
 def _conv_block(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
@@ -41,12 +53,12 @@ class ShapesCNN(nn.Module):
     Parameters
     ----------
     n_classes : int
-        Number of output classes (10 for the shapes set).
+        Number of output classes (240 for the shapes set).
     widths : sequence of int
         Output channels of ``conv1 .. convK`` (K = ``len(widths)``).
     """
 
-    def __init__(self, n_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64, 64, 64)):
+    def __init__(self, n_classes: int = N_CLASSES, widths: tuple[int, ...] = (16, 32, 64, 64, 64)):
         super().__init__()
         self.conv_names = tuple(f"conv{k + 1}" for k in range(len(widths)))
         in_channels = 3
@@ -71,11 +83,85 @@ class ShapesCNN(nn.Module):
         return self.fc(torch.flatten(self.gap(self.features(x)), 1))
 
 
+class ResidualBlock(nn.Module):
+    """``relu2(bn2(conv2(relu1(bn1(conv1(x))))) + shortcut(x))``: two 3x3 convolutions and a shortcut.
+
+    The first convolution has the block's stride; the shortcut is the identity when shape and
+    stride allow it, else a 1x1 convolution with batch norm. The block's output is rectified.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        if stride == 1 and in_channels == out_channels:
+            self.shortcut = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))
+
+
+class ShapesResNet(nn.Module):
+    """A small residual network with batch norm for the shapes images (RGB in ``[0, 1]``).
+
+    Deeper than :class:`ShapesCNN` (nine 3x3 convolutions on the main path, plus 1x1 projection
+    shortcuts) and of another kind: residual blocks, strided convolutions instead of pooling.
+
+    Layers (for 64x64 input)::
+
+        stem    3->16   64x64   Conv 3x3, BN, ReLU
+        block1 16->24   32x32   residual block, stride 2
+        block2 24->32   16x16   residual block, stride 2
+        block3 32->48    8x8    residual block, stride 2
+        block4 48->48    4x4    residual block, stride 2
+        head: global average pool, Linear(48, n_classes)
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of output classes (240 for the shapes set).
+    widths : sequence of int
+        Channels of the stem and of each block (``len(widths) - 1`` blocks).
+    """
+
+    def __init__(self, n_classes: int = N_CLASSES, widths: tuple[int, ...] = (16, 24, 32, 48, 48)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.conv_names = ("stem",) + tuple(f"block{k}" for k in range(1, len(widths)))
+        for k in range(1, len(widths)):
+            self.add_module(f"block{k}", ResidualBlock(widths[k - 1], widths[k], stride=2))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[-1], n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's rectified maps."""
+        for name in self.conv_names:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.gap(self.features(x)), 1))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": ShapesCNN, "resnet": ShapesResNet}
+"""The shipped architectures by the name :func:`nsi_widgets.zoo.load` takes as ``model=``."""
+
+
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of the layers worth indexing in ``model``, input to output.
 
-    For :class:`ShapesCNN` these are its rectified blocks ``["conv1", ..., "conv5"]``. For any
-    other model, the dotted names of its ``nn.Conv2d`` modules (pre-activation: index the ReLU
+    For :class:`ShapesCNN` these are its rectified blocks ``["conv1", ..., "conv5"]``, for
+    :class:`ShapesResNet` its stem and residual blocks ``["stem", "block1", ..., "block4"]``. For
+    any other model, the dotted names of its ``nn.Conv2d`` modules (pre-activation: index the ReLU
     after each instead if the model has them as modules).
 
     Parameters
@@ -87,6 +173,6 @@ def conv_layers(model: nn.Module) -> list[str]:
     list of str
         Names usable as ``layers=`` in ``nsi_widgets.index_neurons``.
     """
-    if isinstance(model, ShapesCNN):
+    if isinstance(model, (ShapesCNN, ShapesResNet)):
         return list(model.conv_names)
     return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]

@@ -1,17 +1,16 @@
 """A labelled synthetic image set: coloured shapes on textured, tinted grey backgrounds.
 
-Ten classes designed so that a network trained on them needs both kinds of neuron the
-selectivity indexes tell apart:
+240 classes, each one combination of a **colour** (10, black, white and grey included), a
+**shape** (6 kinds) and a **background texture** (4): ``"red star on grain"``, ``"grey ring on
+flat"``... A unit that responds to one attribute alone (all red things, all stars, all grainy
+backgrounds) sees 24, 40 or 60 classes among its top images, a unit tuned to a combination sees a
+few: the class selectivity index spreads over its range (docs/zoo.md, "Why this default").
 
-* **color-defined** classes (``"red circle"``, ``"green circle"``, ``"blue circle"``, and the
-  same three squares): only the hue separates ``"red circle"`` from ``"blue circle"``, so the
-  network needs colour-selective units;
-* **shape-defined** classes (``"triangle"``, ``"star"``, ``"cross"``, ``"ring"``): drawn in any of
-  ten colours (white, grey and black included), so a unit that finds them must ignore colour.
-
-Every shape keeps a luminance contrast with its background, so shapes stay visible after a
-conversion to grey (the colour index compares the two). The generator is seeded and
-vectorised: :func:`make_shapes` with the same arguments returns identical images.
+Three class hierarchies: by shape (class -> shape kind -> shape family), by colour (class -> colour
+-> colour family), both two levels deep, and by texture (class -> texture -> plain or textured). Every shape keeps a luminance contrast with its
+background, so shapes stay visible after a conversion to grey (the colour index compares the two).
+The generator is seeded and vectorised: :func:`make_shapes` with the same arguments returns
+identical images.
 """
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-SHAPE_KINDS: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
-"""The shapes drawn, in the order of ``ShapesDataset.ground_truth["shape_id"]``."""
+from .render import BACKGROUND_KINDS, EXTENT, ROTATIONAL_SYMMETRY, SHAPE_KINDS, render
 
 # Hue (degrees), saturation range, value range. Black and white have no hue.
 _PALETTE: dict[str, tuple[float, tuple[float, float], tuple[float, float]]] = {
@@ -41,33 +39,44 @@ COLORS: tuple[str, ...] = tuple(_PALETTE)
 
 _HUE_JITTER = 8.0  # degrees either side: "red" is a family of reds, not one RGB value
 
-# (class name, shape kind, allowed colours)
-_CLASS_SPECS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("red circle", "circle", ("red",)),
-    ("green circle", "circle", ("green",)),
-    ("blue circle", "circle", ("blue",)),
-    ("red square", "square", ("red",)),
-    ("green square", "square", ("green",)),
-    ("blue square", "square", ("blue",)),
-    ("triangle", "triangle", COLORS),
-    ("star", "star", COLORS),
-    ("cross", "cross", COLORS),
-    ("ring", "ring", COLORS),
-)
-CLASSES: list[str] = [name for name, _, _ in _CLASS_SPECS]
-"""The ten class names, in label order."""
-CLASS_PARENTS: dict[str, str] = {
-    name: ("color-defined" if len(colors) < len(COLORS) else "shape-defined")
-    for name, _, colors in _CLASS_SPECS
-}
-"""Two-level hierarchy: each class -> ``"color-defined"`` or ``"shape-defined"``."""
 
-BACKGROUND_KINDS: tuple[str, ...] = ("flat", "grain", "clouds", "gradient")
-"""Background textures, in the order of ``ShapesDataset.ground_truth["background_id"]``."""
+SHAPE_FAMILIES: dict[str, str] = {"circle": "round", "ring": "round", "square": "polygon",
+                                  "triangle": "polygon", "star": "star-like", "cross": "star-like"}
+"""Second level of the shape hierarchy: shape kind -> family."""
+COLOR_FAMILIES: dict[str, str] = {"red": "warm", "orange": "warm", "yellow": "warm", "green": "cool",
+                                  "cyan": "cool", "blue": "cool", "magenta": "cool", "white": "achromatic",
+                                  "grey": "achromatic", "black": "achromatic"}
+"""Second level of the colour hierarchy: colour -> family."""
+TEXTURE_FAMILIES: dict[str, str] = {"flat": "plain", "grain": "textured", "clouds": "textured",
+                                    "gradient": "textured"}
+"""Second level of the texture hierarchy: texture -> family."""
+
+CLASSES: list[str] = [f"{color} {shape} on {texture}" for shape in SHAPE_KINDS for color in COLORS
+                      for texture in BACKGROUND_KINDS]
+"""The 240 class names in label order: label = (shape_id * 10 + color_id) * 4 + background_id."""
+
+CLASS_PARENTS: dict[str, str] = {
+    **{name: name.split()[1] for name in CLASSES}, **SHAPE_FAMILIES}
+"""The shape hierarchy, child -> parent: class -> shape kind -> shape family (two levels)."""
+COLOR_PARENTS: dict[str, str] = {
+    **{name: name.split()[0] for name in CLASSES}, **COLOR_FAMILIES}
+"""The colour hierarchy, child -> parent: class -> colour -> colour family (two levels)."""
+TEXTURE_PARENTS: dict[str, str] = {
+    **{name: name.split()[3] for name in CLASSES}, **TEXTURE_FAMILIES}
+"""The texture hierarchy, child -> parent: class -> background texture -> plain or textured."""
+CLASS_HIERARCHIES: dict[str, dict[str, str]] = {"shape": CLASS_PARENTS, "colour": COLOR_PARENTS,
+                                                "texture": TEXTURE_PARENTS}
+"""Both hierarchies by name; ``index_neurons`` reads ``class_parents`` (the shape one) unless given another."""
 
 _CHUNK = 256  # images rendered per vectorised step: fixed, so the noise streams never depend on it
 _MIN_LUMA_CONTRAST = 0.2  # background level is kept this far from the shape's luminance
 _BG_RANGE = (0.08, 0.92)
+
+
+def class_label(shape: str, color: str, texture: str) -> int:
+    """The label of the class with these attributes (see :data:`CLASSES`)."""
+    return ((SHAPE_KINDS.index(shape) * len(COLORS) + COLORS.index(color)) * len(BACKGROUND_KINDS)
+            + BACKGROUND_KINDS.index(texture))
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -80,52 +89,6 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     h = np.mod(h, 360.0) / 60.0
     k = np.mod(np.array([5.0, 3.0, 1.0])[None, :] + h[:, None], 6.0)
     return v[:, None] - v[:, None] * s[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-
-
-# Signed distance (in pixels, negative inside) of each shape, in its rotated frame (u, v).
-# ``r`` is the shape's nominal radius; the factors give the shapes comparable areas.
-def _sdf_circle(u, v, r):
-    return np.sqrt(u * u + v * v) - r
-
-
-def _sdf_square(u, v, r):
-    return np.maximum(np.abs(u), np.abs(v)) - 0.82 * r
-
-
-def _sdf_triangle(u, v, r):
-    inradius = 0.5 * 1.25 * r  # equilateral triangle of circumradius 1.25 r
-    d = None
-    for angle in (np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3):
-        edge = u * np.float32(np.cos(angle)) + v * np.float32(np.sin(angle)) - inradius
-        d = edge if d is None else np.maximum(d, edge)
-    return d
-
-
-def _sdf_star(u, v, r):
-    outer, inner = 1.25 * r, 0.5 * r
-    half = np.pi / 5
-    # Fold the angle into [0, pi/5]: outer tip at 0, inner corner at pi/5; the edge between them
-    # is a straight line, whose radius at angle t is outer*inner*sin(pi/5) / (outer sin t + inner sin(pi/5 - t)).
-    t = np.mod(np.arctan2(v, u), 2 * half)
-    t = np.minimum(t, 2 * half - t)
-    edge = outer * inner * np.float32(np.sin(half)) / (outer * np.sin(t) + inner * np.sin(half - t))
-    return np.sqrt(u * u + v * v) - edge
-
-
-def _sdf_cross(u, v, r):
-    arm, width = 1.0 * r, 0.34 * r
-    au, av = np.abs(u), np.abs(v)
-    return np.minimum(np.maximum(au - arm, av - width), np.maximum(av - arm, au - width))
-
-
-def _sdf_ring(u, v, r):
-    return np.abs(np.sqrt(u * u + v * v) - 0.76 * r) - 0.26 * r
-
-
-_SDF = {"circle": _sdf_circle, "square": _sdf_square, "triangle": _sdf_triangle,
-        "star": _sdf_star, "cross": _sdf_cross, "ring": _sdf_ring}
-_EXTENT = {"circle": 1.0, "square": 1.16, "triangle": 1.25, "star": 1.25, "cross": 1.06, "ring": 1.02}
-_SYMMETRY = {"circle": 360.0, "square": 90.0, "triangle": 120.0, "star": 72.0, "cross": 90.0, "ring": 360.0}
 
 
 class ShapesDataset(torch.utils.data.Dataset):
@@ -144,20 +107,25 @@ class ShapesDataset(torch.utils.data.Dataset):
     classes : list of str
         Class names, in label order.
     class_parents : dict of str to str
-        Each class's superclass (``"color-defined"`` or ``"shape-defined"``).
+        The shape hierarchy (class -> shape kind -> shape family).
+    class_hierarchies : dict of str to dict
+        ``{"shape": class_parents, "colour": class -> colour -> colour family, "texture": class ->
+        texture -> plain or textured}``.
     ground_truth : dict of str to ndarray
         Per image: ``shape`` and ``color`` (names), ``shape_id`` and ``color_id`` (into
-        :data:`SHAPE_KINDS` and :data:`COLORS`), ``color_rgb`` (n, 3) the drawn colour,
-        ``center`` (n, 2) ``(y, x)`` in pixels, ``radius`` in pixels, ``rotation`` in degrees,
-        ``background`` (texture name), ``background_id``, ``background_rgb`` (n, 3) the base colour
-        of the background.
+        :data:`SHAPE_KINDS` and :data:`COLORS`), ``color_rgb`` (n, 3)
+        the drawn colour, ``center`` (n, 2) ``(y, x)`` in pixels, ``radius`` in pixels, ``rotation``
+        in degrees, ``background`` (texture name), ``background_id``, ``background_rgb`` (n, 3) the
+        base colour of the background.
+    object_masks : ndarray, (n, H, W) bool, or None
+        The shape's pixels by the inside rule (docs/zoo.md), when made with ``masks=True``.
     seed : int
         The seed it was generated with.
     """
 
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, ground_truth: dict[str, np.ndarray],
                  seed: int | None = None, classes: Sequence[str] = CLASSES,
-                 class_parents: dict[str, str] | None = None):
+                 class_parents: dict[str, str] | None = None, object_masks: np.ndarray | None = None):
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"pixels must be uint8 (n, 3, H, W), got {pixels.dtype} {pixels.shape}")
         if len(labels) != len(pixels):
@@ -168,6 +136,9 @@ class ShapesDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.classes = list(classes)
         self.class_parents = dict(CLASS_PARENTS if class_parents is None else class_parents)
+        self.class_hierarchies = {"shape": self.class_parents, "colour": dict(COLOR_PARENTS),
+                                  "texture": dict(TEXTURE_PARENTS)}
+        self.object_masks = object_masks
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -229,13 +200,14 @@ class ShapesDataset(torch.utils.data.Dataset):
 
 def make_shapes(n: int, seed: int = 0, size: int = 64, *,
                 radius_range: tuple[float, float] = (0.12, 0.30),
-                backgrounds: Sequence[str] = BACKGROUND_KINDS) -> ShapesDataset:
+                backgrounds: Sequence[str] = BACKGROUND_KINDS, masks: bool = False) -> ShapesDataset:
     """Generate ``n`` labelled images of coloured shapes (deterministic for a given seed).
 
-    Labels are balanced (class counts differ by at most one) and shuffled. Each image holds one
-    shape of its class, with a random colour allowed by the class, position, radius, rotation and
-    background (grey level, slight tint, texture). The background's grey level keeps a luminance
-    contrast of at least 0.2 with the shape.
+    Labels are balanced over the classes (counts differ by at most one) and shuffled. Each image
+    holds one shape of its class's kind and colour on a background of its class's texture, with a
+    random hue and saturation within the colour's range, radius, position, rotation and background
+    grey level and tint. The background's grey level keeps a luminance contrast of at least 0.2
+    with the shape.
 
     Parameters
     ----------
@@ -248,7 +220,11 @@ def make_shapes(n: int, seed: int = 0, size: int = 64, *,
     radius_range : (float, float)
         Shape radius as fractions of ``size`` (a shape's extent is up to 1.25 radius).
     backgrounds : sequence of str
-        Background textures to draw from, a subset of :data:`BACKGROUND_KINDS`.
+        Background textures to draw, a subset of :data:`BACKGROUND_KINDS`: only the classes on these
+        textures are drawn (all 240 by default).
+    masks : bool
+        Also keep each image's shape mask (``object_masks``, the inside rule of docs/zoo.md). The
+        images are the same either way.
 
     Returns
     -------
@@ -259,7 +235,7 @@ def make_shapes(n: int, seed: int = 0, size: int = 64, *,
     >>> data = make_shapes(100, seed=3)
     >>> image, label = data[0]
     >>> image.shape, data.classes[label]  # doctest: +SKIP
-    (torch.Size([3, 64, 64]), 'star')
+    (torch.Size([3, 64, 64]), 'cyan star on clouds')
     """
     n = int(n)
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
@@ -282,11 +258,14 @@ def make_shapes(n: int, seed: int = 0, size: int = 64, *,
     rng = np.random.default_rng(seed)
     params = _sample_parameters(rng, n, size, lo, hi, background_ids)
     pixels = np.empty((n, 3, size, size), dtype=np.uint8)
+    inside = np.empty((n, size, size), dtype=bool) if masks else None
     for chunk_index, start in enumerate(range(0, n, _CHUNK)):
         stop = min(n, start + _CHUNK)
         # One noise stream per chunk, derived from the seed: images never depend on other chunks.
         noise_rng = np.random.default_rng([seed, chunk_index, 0x5A1])
-        pixels[start:stop] = _render({k: v[start:stop] for k, v in params.items()}, size, noise_rng)
+        pixels[start:stop], chunk_inside = render({k: v[start:stop] for k, v in params.items()}, size, noise_rng)
+        if masks:
+            inside[start:stop] = chunk_inside
 
     ground_truth = {
         "shape": np.asarray(SHAPE_KINDS)[params["shape_id"]],
@@ -301,24 +280,19 @@ def make_shapes(n: int, seed: int = 0, size: int = 64, *,
         "background_id": params["background_id"],
         "background_rgb": params["background_rgb"],
     }
-    return ShapesDataset(pixels, params["label"], ground_truth, seed=seed)
+    return ShapesDataset(pixels, params["label"], ground_truth, seed=seed, object_masks=inside)
 
 
 def _sample_parameters(rng: np.random.Generator, n: int, size: int, r_lo: float, r_hi: float,
                        background_ids: np.ndarray) -> dict[str, np.ndarray]:
     """Draw every per-image scalar (label, shape, colour, geometry, background) up front."""
-    n_classes = len(_CLASS_SPECS)
-    label = rng.permutation(np.arange(n) % n_classes).astype(np.int64)
-    shape_of_class = np.array([SHAPE_KINDS.index(kind) for _, kind, _ in _CLASS_SPECS])
-    shape_id = shape_of_class[label]
+    n_colors, n_textures = len(COLORS), len(BACKGROUND_KINDS)
+    allowed = np.flatnonzero(np.isin(np.arange(len(CLASSES)) % n_textures, background_ids))
+    label = allowed[rng.permutation(np.arange(n) % len(allowed))].astype(np.int64)
+    shape_id = label // (n_colors * n_textures)
+    color_id = (label // n_textures) % n_colors
+    background_id = label % n_textures
 
-    # Colour: uniform over the colours the class allows.
-    pick = rng.random(n)
-    color_id = np.empty(n, dtype=np.int64)
-    for c, (_, _, allowed) in enumerate(_CLASS_SPECS):
-        sel = label == c
-        allowed_ids = np.array([COLORS.index(a) for a in allowed])
-        color_id[sel] = allowed_ids[(pick[sel] * len(allowed_ids)).astype(np.int64)]
     hue0 = np.array([_PALETTE[c][0] for c in COLORS])[color_id]
     s_lo, s_hi = (np.array([_PALETTE[c][1][j] for c in COLORS])[color_id] for j in (0, 1))
     v_lo, v_hi = (np.array([_PALETTE[c][2][j] for c in COLORS])[color_id] for j in (0, 1))
@@ -329,10 +303,10 @@ def _sample_parameters(rng: np.random.Generator, n: int, size: int, r_lo: float,
 
     # Geometry: the whole shape stays inside the image.
     radius = rng.uniform(r_lo, r_hi, n) * size
-    extent = radius * np.array([_EXTENT[k] for k in SHAPE_KINDS])[shape_id] + 1.0
+    extent = radius * np.array([EXTENT[k] for k in SHAPE_KINDS])[shape_id] + 1.0
     cy = extent + rng.random(n) * (size - 2 * extent)
     cx = extent + rng.random(n) * (size - 2 * extent)
-    rotation = rng.random(n) * np.array([_SYMMETRY[k] for k in SHAPE_KINDS])[shape_id]
+    rotation = rng.random(n) * np.array([ROTATIONAL_SYMMETRY[k] for k in SHAPE_KINDS])[shape_id]
 
     # Background: a grey level at least _MIN_LUMA_CONTRAST away from the shape's luminance
     # (sampled uniformly from the allowed part of _BG_RANGE), a slight tint, a texture.
@@ -347,67 +321,13 @@ def _sample_parameters(rng: np.random.Generator, n: int, size: int, r_lo: float,
     tint_dir -= _luma(tint_dir)[:, None]  # a hue shift that leaves the luminance unchanged
     tint = rng.uniform(0.0, 0.10, n)[:, None] * tint_dir
     background_rgb = np.clip(level[:, None] + tint, 0.0, 1.0)
-    background_id = background_ids[rng.integers(0, len(background_ids), n)]
-    texture_amp = rng.uniform(0.5, 1.0, n)  # relative strength of the texture
+    texture_amp = rng.uniform(0.7, 1.0, n)  # relative strength of the texture
     texture_angle = rng.uniform(0, 2 * np.pi, n)  # gradient direction
 
     f32 = np.float32
-    return {"label": label, "shape_id": shape_id.astype(np.int64), "color_id": color_id,
-            "color_rgb": color_rgb.astype(f32), "radius": radius.astype(f32), "cy": cy.astype(f32),
-            "cx": cx.astype(f32), "rotation": rotation.astype(f32),
-            "background_rgb": background_rgb.astype(f32), "background_id": background_id.astype(np.int64),
-            "texture_amp": texture_amp.astype(f32), "texture_angle": texture_angle.astype(f32)}
-
-
-def _upsample_matrix(cells: int, size: int) -> np.ndarray:
-    """(size, cells) bilinear interpolation weights from a coarse grid to ``size`` pixels."""
-    pos = (np.arange(size) + 0.5) / size * (cells - 1)
-    left = np.clip(np.floor(pos).astype(int), 0, cells - 2)
-    frac = pos - left
-    m = np.zeros((size, cells), dtype=np.float32)
-    m[np.arange(size), left] = 1 - frac
-    m[np.arange(size), left + 1] = frac
-    return m
-
-
-def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one chunk of images from its parameters; returns (m, 3, size, size) uint8."""
-    m = len(p["label"])
-    f32 = np.float32
-    coords = np.arange(size, dtype=f32) + f32(0.5)  # pixel centres
-    dy = coords[None, :, None] - p["cy"][:, None, None]
-    dx = coords[None, None, :] - p["cx"][:, None, None]
-    theta = np.deg2rad(p["rotation"]).astype(f32)[:, None, None]
-    cos, sin = np.cos(theta), np.sin(theta)
-    u = cos * dx + sin * dy
-    v = cos * dy - sin * dx
-    r = p["radius"][:, None, None]
-
-    sdf = np.empty((m, size, size), dtype=f32)
-    for shape_id, kind in enumerate(SHAPE_KINDS):
-        sel = np.flatnonzero(p["shape_id"] == shape_id)
-        if sel.size:
-            sdf[sel] = _SDF[kind](u[sel], v[sel], r[sel])
-    coverage = np.clip(f32(0.5) - sdf, 0.0, 1.0)[:, None]  # one-pixel anti-aliased edge
-
-    # Background texture (luminance only, so it adds no colour): zero for "flat".
-    kind = p["background_id"][:, None, None]
-    amp = p["texture_amp"][:, None, None]
-    texture = np.zeros((m, size, size), dtype=f32)
-    grain = rng.standard_normal((m, size, size), dtype=f32)
-    texture += np.where(kind == BACKGROUND_KINDS.index("grain"), f32(0.07) * amp * grain, f32(0))
-    cells = 6
-    up = _upsample_matrix(cells, size)
-    coarse = rng.standard_normal((m, cells, cells), dtype=f32)
-    clouds = up @ coarse @ up.T
-    texture += np.where(kind == BACKGROUND_KINDS.index("clouds"), f32(0.09) * amp * clouds, f32(0))
-    ang = p["texture_angle"][:, None, None]
-    ramp = (np.cos(ang) * (coords[None, None, :] - size / 2) + np.sin(ang) * (coords[None, :, None] - size / 2)) / size
-    texture += np.where(kind == BACKGROUND_KINDS.index("gradient"), f32(0.25) * amp * ramp, f32(0))
-
-    background = p["background_rgb"][:, :, None, None] + texture[:, None]
-    foreground = p["color_rgb"][:, :, None, None]
-    image = background + coverage * (foreground - background)
-    # Faint sensor noise everywhere (per channel), as in any photograph.
-    image += f32(0.012) * rng.standard_normal((m, 3, size, size), dtype=f32)
-    return np.clip(np.rint(image * f32(255)), 0, 255).astype(np.uint8)
+    return {"label": label, "shape_id": shape_id.astype(np.int64), "color_id": color_id.astype(np.int64),
+            "color_rgb": color_rgb.astype(f32),
+            "radius": radius.astype(f32), "cy": cy.astype(f32), "cx": cx.astype(f32),
+            "rotation": rotation.astype(f32), "background_rgb": background_rgb.astype(f32),
+            "background_id": background_id.astype(np.int64), "texture_amp": texture_amp.astype(f32),
+            "texture_angle": texture_angle.astype(f32)}

@@ -1,8 +1,10 @@
-"""Train the shipped :class:`~nsi_widgets.zoo.models.ShapesCNN` reproducibly on CPU.
+"""Train the shipped shapes models (:class:`~nsi_widgets.zoo.models.ShapesCNN`,
+:class:`~nsi_widgets.zoo.models.ShapesResNet`) reproducibly on CPU.
 
 Usage::
 
-    python -m nsi_widgets.zoo.train --out nsi_widgets/zoo/weights/shapes_cnn.pt
+    python -m nsi_widgets.zoo.train --arch cnn --out nsi_widgets/zoo/weights/shapes_cnn.pt
+    python -m nsi_widgets.zoo.train --arch resnet --out nsi_widgets/zoo/weights/shapes_resnet.pt
 
 Writes the float32 state dict (``torch.save``; load with ``torch.load(..., weights_only=True)``)
 and, next to it, a JSON file with the held-out accuracy and every training setting, so that a
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import ShapesCNN
+from .models import ARCHITECTURES
 from .shapes import CLASSES, make_shapes
 
 TRAIN_SEED = 1
@@ -31,10 +33,14 @@ TRAIN_SEED = 1
 HELD_OUT_SEED = 2
 """Seed of the held-out images the reported accuracy is measured on."""
 
+ARCH_WIDTHS: dict[str, list[int]] = {"cnn": [16, 32, 64, 64, 64], "resnet": [16, 24, 32, 48, 48]}
+"""Default channel widths of each architecture."""
+
 DEFAULTS: dict = {
-    "n_train": 8000,
+    "arch": "cnn",
+    "n_train": 24000,
     "n_held_out": 2000,
-    "epochs": 5,
+    "epochs": 12,
     "batch_size": 64,
     "lr": 0.004,
     "weight_decay": 1e-4,
@@ -43,7 +49,7 @@ DEFAULTS: dict = {
     "held_out_seed": HELD_OUT_SEED,
     "threads": 1,
     "size": 64,
-    "widths": [16, 32, 64, 64, 64],
+    "widths": None,  # None: ARCH_WIDTHS[arch]
 }
 
 
@@ -60,20 +66,22 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / len(images)
 
 
-def train(n_train: int = DEFAULTS["n_train"], n_held_out: int = DEFAULTS["n_held_out"],
+def train(arch: str = DEFAULTS["arch"], n_train: int = DEFAULTS["n_train"], n_held_out: int = DEFAULTS["n_held_out"],
           epochs: int = DEFAULTS["epochs"], batch_size: int = DEFAULTS["batch_size"],
           lr: float = DEFAULTS["lr"], weight_decay: float = DEFAULTS["weight_decay"],
           seed: int = DEFAULTS["seed"], train_seed: int = DEFAULTS["train_seed"],
           held_out_seed: int = DEFAULTS["held_out_seed"], threads: int = DEFAULTS["threads"],
-          size: int = DEFAULTS["size"], widths: tuple[int, ...] = tuple(DEFAULTS["widths"]),
-          log: Callable[[str], None] | None = print) -> tuple[ShapesCNN, dict]:
-    """Train a :class:`ShapesCNN` on :func:`make_shapes` images; return it (eval mode) and a report.
+          size: int = DEFAULTS["size"], widths: tuple[int, ...] | None = None,
+          log: Callable[[str], None] | None = print) -> tuple[nn.Module, dict]:
+    """Train a shapes model on :func:`make_shapes` images; return it (eval mode) and a report.
 
     AdamW with a one-cycle learning-rate schedule, cross entropy, batches in a seeded order.
     The global torch settings (threads, deterministic algorithms) are restored afterwards.
 
     Parameters
     ----------
+    arch : {"cnn", "resnet"}
+        :class:`~nsi_widgets.zoo.models.ShapesCNN` or :class:`~nsi_widgets.zoo.models.ShapesResNet`.
     n_train, n_held_out : int
         Numbers of training and held-out images.
     epochs, batch_size, lr, weight_decay : int, int, float, float
@@ -86,21 +94,24 @@ def train(n_train: int = DEFAULTS["n_train"], n_held_out: int = DEFAULTS["n_held
         CPU threads torch may use; results are reproducible for a fixed value.
     size : int
         Image side in pixels.
-    widths : tuple of int
-        Channels of the conv blocks.
+    widths : tuple of int, optional
+        Channels of the conv blocks (default :data:`ARCH_WIDTHS` of ``arch``).
     log : callable or None
         Receives one progress line per epoch.
 
     Returns
     -------
-    model : ShapesCNN
+    model : ShapesCNN or ShapesResNet
         The trained model, in eval mode.
     report : dict
         ``held_out_accuracy``, ``train_accuracy``, ``seconds`` and every setting above.
     """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
+    widths = list(ARCH_WIDTHS[arch] if widths is None else widths)
     if train_seed == held_out_seed:
         raise ValueError("train_seed and held_out_seed must differ: the held-out images must be new")
-    settings = {"n_train": n_train, "n_held_out": n_held_out, "epochs": epochs, "batch_size": batch_size,
+    settings = {"arch": arch, "n_train": n_train, "n_held_out": n_held_out, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "weight_decay": weight_decay, "seed": seed, "train_seed": train_seed,
                 "held_out_seed": held_out_seed, "threads": threads, "size": size, "widths": list(widths)}
     old_threads = torch.get_num_threads()
@@ -119,7 +130,7 @@ def train(n_train: int = DEFAULTS["n_train"], n_held_out: int = DEFAULTS["n_held
         x_held, y_held = held_out.images(), torch.from_numpy(held_out.labels)
 
         torch.manual_seed(seed)
-        model = ShapesCNN(n_classes=len(CLASSES), widths=tuple(widths))
+        model = ARCHITECTURES[arch](n_classes=len(CLASSES), widths=tuple(widths))
         # channels_last makes the full-resolution layers about 1.5x faster on CPU.
         model = model.to(memory_format=torch.channels_last)
         x_train = x_train.contiguous(memory_format=torch.channels_last)
@@ -187,11 +198,13 @@ def main(argv: list[str] | None = None) -> dict:
     for key, value in DEFAULTS.items():
         if key == "widths":
             parser.add_argument("--widths", type=int, nargs="+", default=value)
+        elif key == "arch":
+            parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=value)
         else:
             parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
     kwargs = {key: getattr(args, key) for key in DEFAULTS}
-    kwargs["widths"] = tuple(kwargs["widths"])
+    kwargs["widths"] = tuple(kwargs["widths"]) if kwargs["widths"] else None
     model, report = train(**kwargs)
     if args.out:
         meta_path = save(model, report, args.out)
