@@ -606,7 +606,8 @@ CLASS = [
        frequencies add up to at least a threshold $\nu$;
     4. $\gamma = \dfrac{N - M}{N - 1}$.
 
-    $\gamma = 1$ when one class covers the threshold; it falls as more classes are needed.
+    $\gamma = 1$ when one class covers the threshold; it falls as more classes are needed, down to 0
+    when every top image is of another class.
 
     **About $\nu$.** The paper's value of the threshold could not be confirmed. nsi-widgets uses
     $\nu = 1.0$ by default, as in the authors' group code: then $M$ is simply the number of
@@ -667,41 +668,71 @@ CLASS = [
 
     Note the range: with $\nu = 1$, $M$ is at most the number of classes $K$, so
     $\gamma \ge (N - K)/(N - 1)$. With $K = 10$ classes and $N = 100$ images that is $0.909$: on a
-    data set with few classes the index lives in a narrow band near 1, and small differences matter.
+    data set with few classes the index lives in a narrow band near 1. The embedded default has
+    $K = 240$ classes (each colour x shape x background texture), so at $N = 100$ the index can use
+    its whole range.
 
     ## 2. The index on a trained network
 
-    The embedded default on 1,000 of its images, with the paper's $N = 100$ top images per neuron.
-    We only need the class index here (`indexes=("class",)`), which is fast: it is computed from
-    the labels of the top images, without running the network again.
+    The embedded default on 3,000 of its images (12 or 13 per class), with the paper's $N = 100$
+    top images per neuron. We only need the class index here (`indexes=("class",)`), which is fast:
+    it is computed from the labels of the top images, without running the network again.
     """),
     code(r"""
-    model, data = nsi.zoo.load("shapes", n=1000)
+    model, data = nsi.zoo.load("shapes", n=3000)
+    print(len(data.classes), "classes, e.g.", data.classes[:3], "...")
     idx = nsi.index_neurons(model, data, layers=nsi.zoo.conv_layers(model), top_n=100, indexes=("class",))
     idx
     """),
     md(r"""
-    ## 3. Layer by layer
+    ## 3. Layer by layer: the spread and the mean
 
-    The mean index per layer at the default $\nu = 1$: class selectivity grows with depth. Early
-    units respond to colours and edges found in images of every class; deeper units combine them
-    into parts of one class's shapes.
+    Every neuron's index, one box per layer. The index spreads over a wide range in every layer:
+    some units see a few classes among their 100 top images, others dozens. The mean grows with
+    depth: early units respond to a colour or an edge found in images of many classes; deeper units
+    combine them into what a few classes share.
     """),
     code(r"""
     table = idx.to_pandas()
-    means = table.groupby("layer", sort=False)["class_selectivity"].mean()
-    print(means.round(4).to_string())
-    print("grows with every layer:", bool(np.all(np.diff(means.to_numpy()) > 0)))
-    fig = px.bar(x=means.index, y=means.to_numpy(), labels={"x": "layer", "y": "mean class selectivity (nu = 1)"},
-                 range_y=[0.85, 1.0], title="Mean class selectivity per layer")
-    fig.update_layout(height=330)
+    fig = px.box(table, x="layer", y="class_selectivity", points="all", hover_data=["unit"],
+                 title="Class selectivity of every neuron (N = 100, nu = 1)")
+    fig.update_layout(height=380)
+    """),
+    code(r"""
+    summary = table.groupby("layer", sort=False)["class_selectivity"].agg(
+        mean="mean", p5=lambda g: np.percentile(g, 5), p95=lambda g: np.percentile(g, 95),
+        distinct=lambda g: g.nunique())
+    summary["spread (p95 - p5)"] = summary["p95"] - summary["p5"]
+    means = summary["mean"].to_numpy()
+    print("the mean grows with every layer:", bool(np.all(np.diff(means) > 0)))
+    summary.round(3)
+    """),
+    md(r"""
+    What the number means, read from the ground truth: $M$ classes among the top images, and how
+    many distinct colours, shapes and textures those images have. A unit with a low index mixes
+    many classes, often because it cares about one attribute only (a colour, a texture) and
+    ignores the rest; a unit with a high index sees few.
+    """),
+    code(r"""
+    gt = data.ground_truth
+    L5 = idx["conv5"]
+    rows = []
+    for unit in range(L5.n_units):
+        top = L5.top_indices[unit]
+        rows.append({"unit": unit, "gamma": float(L5.class_selectivity[unit]),
+                     "M": len(np.unique(L5.top_labels[unit])),
+                     "colours": len(np.unique(gt["color"][top])), "shapes": len(np.unique(gt["shape"][top])),
+                     "textures": len(np.unique(gt["background"][top]))})
+    units = pd.DataFrame(rows).sort_values("gamma")
+    pd.concat([units.head(4), units.tail(4)])
     """),
     md(r"""
     ## 4. The threshold $\nu$
 
     The same top images, the index at several thresholds. A lower $\nu$ ignores the classes that
-    carry little weight, so the index rises; at small $\nu$ nearly every neuron gets $\gamma$ close
-    to 1 and the index no longer tells neurons apart. Where to set it is a choice to report.
+    carry little weight, so the index rises and its spread narrows: at small $\nu$ nearly every
+    neuron gets $\gamma$ close to 1 and the index no longer tells neurons apart. Where to set it is a
+    choice to report.
     """),
     code(r"""
     nus = np.round(np.arange(0.2, 1.01, 0.1), 2)
@@ -710,21 +741,34 @@ CLASS = [
         L = idx[name]
         for nu in nus:
             gamma = nsi.class_selectivity(L.top_labels, L.top_activations, nu=nu)
-            rows.append({"layer": name, "nu": nu, "mean_gamma": np.nanmean(gamma)})
+            rows.append({"layer": name, "nu": nu, "mean_gamma": np.nanmean(gamma),
+                         "spread": np.percentile(gamma, 95) - np.percentile(gamma, 5)})
     by_nu = pd.DataFrame(rows)
     # at the default threshold the function gives what index_neurons stored
     L = idx["conv5"]
     assert np.allclose(nsi.class_selectivity(L.top_labels, L.top_activations, nu=1.0), L.class_selectivity, equal_nan=True)
     fig = px.line(by_nu, x="nu", y="mean_gamma", color="layer", markers=True,
                   title="Mean class selectivity against the threshold nu")
-    fig.update_layout(height=380)
+    fig.update_layout(height=360)
+    """),
+    code(r"""
+    fig = px.line(by_nu, x="nu", y="spread", color="layer", markers=True,
+                  title="Spread of the index (95th - 5th percentile) against nu")
+    fig.update_layout(height=360)
+    """),
+    code(r"""
+    # conv5 at nu = 1 and at nu = 0.5, side by side
+    both = pd.DataFrame({nu: nsi.class_selectivity(L.top_labels, L.top_activations, nu=nu) for nu in (1.0, 0.5)})
+    fig = px.histogram(both.melt(var_name="nu", value_name="gamma"), x="gamma", color="nu", barmode="overlay",
+                       nbins=40, title="conv5: the index at nu = 1 and nu = 0.5")
+    fig.update_layout(height=330)
     """),
     md(r"""
     ## 5. One neuron's classes
 
     The class frequencies $f_c$ of a single neuron, here the most class-selective unit of `conv5`
     (ties broken by the strength of its response) and, for contrast, the least selective unit of
-    `conv1`. `nsi.ClassSelectivityChart` draws them interactively; below the same numbers with plotly.
+    `conv1`. `nsi.ClassSelectivityChart` draws them interactively; below the 15 largest with plotly.
     """),
     code(r"""
     L5, L1 = idx["conv5"], idx["conv1"]
@@ -734,14 +778,16 @@ CLASS = [
     nsi.ClassSelectivityChart(idx, layer="conv5", unit=selective)
     """),
     code(r"""
-    def frequency_bars(L, unit, title):
+    def frequency_bars(L, unit, title, top=15):
         f = nsi.class_frequencies(L.top_labels[unit:unit + 1], L.top_activations[unit:unit + 1],
                                   n_classes=len(idx.class_names))[0]
-        parents = [idx.class_parents[c] for c in idx.class_names]
-        fig = px.bar(x=idx.class_names, y=f, color=parents, labels={"x": "class", "y": "f_c", "color": "superclass"},
+        order = np.argsort(-f, kind="stable")[:top]
+        names = [idx.class_names[c] for c in order]
+        fig = px.bar(x=names, y=f[order], color=[idx.class_parents[n] for n in names],
+                     labels={"x": "class", "y": "f_c", "color": "shape"},
                      title=f"{title}: gamma = {L.class_selectivity[unit]:.3f}, "
-                           f"population code = {int(L.class_population[unit])}")
-        return fig.update_layout(height=330, xaxis={"categoryorder": "array", "categoryarray": idx.class_names})
+                           f"{int((f > 0).sum())} classes, population code = {int(L.class_population[unit])}")
+        return fig.update_layout(height=360, xaxis={"categoryorder": "array", "categoryarray": names})
 
 
     frequency_bars(L5, selective, f"conv5 unit {selective}")
@@ -775,34 +821,43 @@ CLASS = [
     pd.DataFrame(rows).T.round(2)
     """),
     md(r"""
-    ## 7. A class hierarchy
+    ## 7. Class hierarchies
 
     Classes often have parents (WordNet for ImageNet: *dalmatian* is a *dog*). The index can be
-    computed over parents instead of classes. The shapes data set has a two-level hierarchy:
+    computed over parents instead of classes. The shapes data set has three hierarchies, each two
+    levels deep (child -> parent): by shape, by colour and by texture.
     """),
     code(r"""
-    data.class_parents
+    for name, parents in data.class_hierarchies.items():
+        first = parents["red star on grain"]
+        print(f"{name:8s} red star on grain -> {first} -> {parents[first]}")
     """),
     md(r"""
-    `index_neurons` stores the index over the parents as `superclass_selectivity`. With only two
-    superclasses and $N = 100$ it takes just two values: $1$ (all top images in one superclass) or
-    $98/99$. The informative number is therefore the share of neurons whose top images all belong
-    to one superclass, and which one. We recompute the stored value from the labels first.
+    `index_neurons` stores the index over the first level of `data.class_parents` (the shape
+    kinds) as `superclass_selectivity`; `nsi.class_selectivity(..., parents=...)` computes it for
+    any level. With 6 shape kinds (or 10 colours, 4 textures) and $N = 100$, the index over one
+    level is again confined near 1 at $\nu = 1$; at $\nu = 0.5$ it asks whether one parent carries
+    half of the weight. Which hierarchy a unit is selective for tells what it codes: a colour unit is
+    pure in the colour hierarchy, a texture unit in the texture hierarchy.
     """),
     code(r"""
-    parents = sorted(set(data.class_parents.values()))
-    parent_of_class = np.array([parents.index(data.class_parents[c]) for c in idx.class_names])
+    def parent_mapping(parents):
+        names = sorted({parents[c] for c in idx.class_names})
+        return names, np.array([names.index(parents[c]) for c in idx.class_names])
+
+
+    L = idx["conv5"]
+    shape_names, shape_of_class = parent_mapping(data.class_parents)
+    assert np.allclose(nsi.class_selectivity(L.top_labels, L.top_activations, parents=shape_of_class),
+                       L.superclass_selectivity, equal_nan=True)
     rows = []
-    for name in idx.layers:
-        L = idx[name]
-        by_parents = nsi.class_selectivity(L.top_labels, L.top_activations, nu=1.0, parents=parent_of_class)
-        assert np.allclose(by_parents, L.superclass_selectivity, equal_nan=True)
-        top_parents = parent_of_class[L.top_labels]          # (units, N) superclass of each top image
-        pure = (top_parents == top_parents[:, :1]).all(axis=1)
-        rows.append({"layer": name, "all one superclass": pure.mean(),
-                     "all colour-defined": (pure & (top_parents[:, 0] == parents.index("color-defined"))).mean(),
-                     "all shape-defined": (pure & (top_parents[:, 0] == parents.index("shape-defined"))).mean()})
-    pd.DataFrame(rows).set_index("layer").round(3)
+    for hierarchy, parents in data.class_hierarchies.items():
+        _, mapping = parent_mapping(parents)
+        for nu in (1.0, 0.5):
+            gamma = nsi.class_selectivity(L.top_labels, L.top_activations, nu=nu, parents=mapping)
+            rows.append({"hierarchy": hierarchy, "nu": nu, "units with gamma = 1": int((gamma == 1).sum()),
+                         "mean gamma": float(np.nanmean(gamma))})
+    pd.DataFrame(rows).pivot(index="hierarchy", columns="nu")
     """),
     md(r"""
     ## 8. Exercises
@@ -824,19 +879,22 @@ CLASS = [
         assert np.isclose(value, expected)
     """),
     md(r"""
-    **Exercise 2.** Which class does the most class-selective unit of `conv5` prefer, and is it a
-    colour-defined or a shape-defined class? Look at the names of its top images' classes.
+    **Exercise 2.** Which classes does the most class-selective unit of `conv5` prefer? What do
+    its top images have in common: a colour, a shape, a texture? Use `data.ground_truth`.
     """),
     code(r"""
     # your answer here
     """),
     code(r"""
     # Answer
+    top = L5.top_indices[selective]
     names = np.array(idx.class_names)[L5.top_labels[selective]]
     values, counts = np.unique(names, return_counts=True)
-    favourite = str(values[np.argmax(counts)])
-    print(f"conv5 unit {selective}: classes of its top {L5.top_n} images:", dict(zip(values.tolist(), counts.tolist())))
-    print(f"it prefers {favourite!r}, a {data.class_parents[favourite]} class")
+    print(f"conv5 unit {selective}: its top {L5.top_n} images come from {len(values)} classes, most often:")
+    print(pd.Series(counts, index=values).sort_values(ascending=False).head(5).to_string())
+    for key in ("color", "shape", "background"):
+        share = pd.Series(gt[key][top]).value_counts(normalize=True)
+        print(f"{key:10s}: {share.index[0]} in {share.iloc[0]:.0%} of the top images")
     """),
     md(r"""
     **Exercise 3.** At $\nu = 0.5$, what share of each layer's units has $\gamma = 1$ (one class
@@ -1209,7 +1267,7 @@ OWN = [
 
     # Pretend training happened: save the weights to a local file.
     weights_file = workdir / "my_model_weights.pt"
-    torch.save(nsi.zoo.load_factory(f"{model_file}:build").state_dict(), weights_file)
+    torch.save(nsi.zoo.load_factory(f"{model_file}:build", n_classes=len(folder_data.classes)).state_dict(), weights_file)
     """),
     md(r"""
     `nsi.zoo.load_factory("path/to/file.py:function")` imports the file and calls the function;
@@ -1352,12 +1410,215 @@ OWN = [
 ]
 
 
+# =============================================================================================
+# 6. Reproduce the paper
+# =============================================================================================
+PAPER = [
+    md(r"""
+    # Reproduce the paper: how colour and classes are represented through the layers
+
+    Rafegas, Vanrell, Alexandre and Arias (*Understanding trained CNNs by indexing neuron
+    selectivity*, 2019) index every neuron of a network and then read the network layer by layer:
+    how many neurons are **colour selective** and how many are **class selective** at each depth,
+    and what their Neuron Features look like. Their findings on ImageNet networks: colour-selective
+    neurons are found in every layer, not only the first; class selectivity grows with depth.
+
+    Here we redo that analysis on the embedded default and, because it is synthetic, check each
+    finding against what the images are known to contain (every image's colour, shape and
+    background texture). Steps: index, the layer statistics table and its charts, the galleries of
+    the most selective Neuron Features, the findings checked against ground truth, and the
+    statistics as an HTML fragment for a report.
+    """),
+    code(r"""
+    import numpy as np
+    import pandas as pd
+    import plotly.express as px
+    from IPython.display import HTML
+
+    import nsi_widgets as nsi
+    from nsi_widgets.widgets.statistics import gallery_figure, means_figure, selectivity_figure, statistics_html
+    """),
+    md(r"""
+    ## 1. Index every conv layer
+
+    The default ShapesCNN on 2,400 images (10 per class), the paper's $N = 100$ top images per
+    neuron, colour index with the PCA grey and class index with $\nu = 1$ (the engine's defaults).
+    """),
+    code(r"""
+    model, data = nsi.zoo.load("shapes", n=2400)
+    idx = nsi.index_neurons(model, data, layers=nsi.zoo.conv_layers(model), top_n=100)
+    idx
+    """),
+    md(r"""
+    ## 2. The layer statistics
+
+    `nsi.layer_statistics(idx, thresholds=...)` gives one row per layer: units, dead units, the
+    mean, median and spread of each index over the alive units, and the share of alive units whose
+    index is at or above each threshold (`color>=0.25` is the share of units with
+    $\alpha \ge 0.25$). The thresholds are choices to report; here three per index.
+    """),
+    code(r"""
+    stats = nsi.layer_statistics(idx, thresholds={"color_selectivity": [0.1, 0.25, 0.5],
+                                                  "class_selectivity": [0.5, 0.65, 0.8]})
+    stats.round(3)
+    """),
+    code(r"""
+    selectivity_figure(stats, "color_selectivity")
+    """),
+    code(r"""
+    selectivity_figure(stats, "class_selectivity")
+    """),
+    code(r"""
+    means_figure(stats)
+    """),
+    md(r"""
+    ## 3. The most selective Neuron Features
+
+    Per layer, the eight units with the highest index (ties: the stronger response first), their
+    Neuron Features (the activation-weighted mean of the top crops) and the index value. The
+    colour-selective ones are coloured blobs and edges; the class-selective ones in deep layers show
+    a shape on a background.
+    """),
+    code(r"""
+    gallery_figure(idx, "color_selectivity", per_layer=8)
+    """),
+    code(r"""
+    gallery_figure(idx, "class_selectivity", per_layer=8)
+    """),
+    md(r"""
+    ## 4. Finding 1: colour-selective neurons in every layer, checked against ground truth
+
+    The paper's reading: a sizeable share of neurons is colour selective at every depth. On the
+    default we can check what "colour selective" means from the images themselves. For each unit,
+    from the ground truth of its top images: the **colour purity** (share of the most common shape
+    colour) and the **achromatic share** (white, grey or black shapes, which greying leaves as
+    they are). A colour-selective unit ($\alpha \ge 0.5$) should see one colour and few achromatic
+    shapes; a colour-blind one ($|\alpha| < 0.15$) many colours and many achromatic shapes.
+    """),
+    code(r"""
+    gt = data.ground_truth
+    achromatic = np.isin(gt["color"], ["white", "grey", "black"])
+    rows = []
+    for name in idx.layers:
+        L = idx[name]
+        purity = np.array([np.bincount(row, minlength=10).max() / len(row) for row in gt["color_id"][L.top_indices]])
+        achro = achromatic[L.top_indices].mean(axis=1)
+        for unit in range(L.n_units):
+            rows.append({"layer": name, "unit": unit, "alpha": float(L.color_selectivity[unit]),
+                         "gamma": float(L.class_selectivity[unit]), "colour purity": purity[unit],
+                         "achromatic share": achro[unit]})
+    units = pd.DataFrame(rows)
+    units["kind"] = np.select([units["alpha"] >= 0.5, units["alpha"].abs() < 0.15],
+                              ["colour selective", "colour blind"], "between")
+    check = (units[units["kind"] != "between"].groupby(["layer", "kind"], sort=False)
+             [["colour purity", "achromatic share"]].mean().unstack("kind"))
+    check.round(2)
+    """),
+    code(r"""
+    assert (stats["color>=0.25"] > 0).all(), "a layer without colour-selective units"
+    for name in idx.layers:
+        row = check.loc[name]
+        assert row[("colour purity", "colour selective")] > row[("colour purity", "colour blind")], name
+        assert row[("achromatic share", "colour selective")] < row[("achromatic share", "colour blind")], name
+    print("in every layer, colour-selective units see purer colours and fewer achromatic shapes")
+    px.scatter(units, x="alpha", y="achromatic share", color="layer", hover_data=["unit"], opacity=0.7,
+               title="Colour index against the share of achromatic shapes among the top images").update_layout(height=380)
+    """),
+    md(r"""
+    ## 5. Finding 2: class selectivity grows with depth, checked against ground truth
+
+    The mean class index per layer rises. In ground-truth terms: the deeper the layer, the fewer
+    distinct (colour, shape, texture) combinations a unit's top images have, and the more of them
+    share the unit's favourite shape.
+    """),
+    code(r"""
+    means = stats["class_mean"].to_numpy()
+    assert np.all(np.diff(means) > 0), means
+    rows = []
+    for name in idx.layers:
+        L = idx[name]
+        combos = [len(set(zip(gt["color"][t], gt["shape"][t], gt["background"][t]))) for t in L.top_indices]
+        shape_purity = [np.bincount(gt["shape_id"][t], minlength=6).max() / len(t) for t in L.top_indices]
+        rows.append({"layer": name, "mean class index": L.class_selectivity.mean(),
+                     "distinct classes (M at nu = 1)": np.mean([len(np.unique(l)) for l in L.top_labels]),
+                     "distinct colour x shape x texture": np.mean(combos), "shape purity": np.mean(shape_purity)})
+    depth = pd.DataFrame(rows).set_index("layer")
+    assert (depth["distinct classes (M at nu = 1)"] == depth["distinct colour x shape x texture"]).all()
+    assert depth["shape purity"].iloc[-1] > depth["shape purity"].iloc[0]
+    depth.round(3)
+    """),
+    md(r"""
+    (The two "distinct" columns agree because a class *is* a colour x shape x texture combination:
+    the check confirms that the labels match the images.)
+
+    ## 6. The two indexes together
+
+    Are class-selective units also colour selective? The paper looked at the joint distribution.
+    Each point is a unit, one panel per layer.
+    """),
+    code(r"""
+    fig = px.scatter(units, x="alpha", y="gamma", facet_col="layer", hover_data=["unit"], opacity=0.7,
+                     labels={"alpha": "colour index", "gamma": "class index"},
+                     title="Colour against class selectivity per layer")
+    fig.update_layout(height=330)
+    """),
+    code(r"""
+    print("correlation of the colour and class indexes per layer:")
+    print(units.groupby("layer", sort=False)[["alpha", "gamma"]].corr().xs("alpha", level=1)["gamma"].round(2).to_string())
+    """),
+    md(r"""
+    ## 7. For the report
+
+    `statistics_html(idx)` gives the table, the charts (inline SVG) and the galleries (inline PNG)
+    as one self-contained HTML fragment: no script, nothing to download, so it can go into an
+    exported report or any page.
+    """),
+    code(r"""
+    fragment = statistics_html(idx, per_layer=6)
+    external = fragment.count('src="http') + fragment.count('href="http')
+    print(f"{len(fragment) / 1024:.0f} KB, scripts: {fragment.count('<script')}, external files: {external}")
+    HTML(fragment)
+    """),
+    md(r"""
+    ## Exercises
+
+    **Exercise 1.** Recompute the statistics with a stricter colour threshold (0.75). In which
+    layer is the share of strongly colour-selective units largest?
+    """),
+    code(r"""
+    # your answer here
+    """),
+    code(r"""
+    # Answer
+    strict = nsi.layer_statistics(idx, thresholds={"color_selectivity": 0.75})
+    print(strict["color>=0.75"].round(3).to_string())
+    print("largest share:", strict["color>=0.75"].idxmax())
+    """),
+    md(r"""
+    **Exercise 2.** Take the most colour-selective unit of `conv5`. Which colour dominates its top
+    images, and in how many of them?
+    """),
+    code(r"""
+    # your answer here
+    """),
+    code(r"""
+    # Answer
+    L5 = idx["conv5"]
+    unit = int(np.nanargmax(L5.color_selectivity))
+    colours = pd.Series(gt["color"][L5.top_indices[unit]]).value_counts()
+    print(f"conv5 unit {unit} (alpha = {L5.color_selectivity[unit]:.2f}): {colours.index[0]} in {colours.iloc[0]} "
+          f"of {L5.top_n} top images")
+    """),
+]
+
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "quickstart": QUICKSTART,
     "colour_selectivity": COLOUR,
     "class_selectivity": CLASS,
     "annotating_neurons": ANNOTATING,
     "own_model_and_images": OWN,
+    "reproduce_the_paper": PAPER,
 }
 
 
