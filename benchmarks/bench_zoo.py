@@ -62,7 +62,7 @@ def main() -> None:
         zoo.make_shapes(10_000, seed=0)
         generates.append(time.perf_counter() - t)
     load_s, generate_s = min(loads), min(generates)
-    print(f"zoo.load('shapes') (2,000 images + weights): {load_s:.2f} s, "
+    print(f"zoo.load('shapes') ({zoo.INDEX_SIZE:,} images + weights): {load_s:.2f} s, "
           f"ratio to {LOAD_TARGET_S:.0f} s target: {load_s / LOAD_TARGET_S:.2f}")
     print(f"make_shapes(10_000): {generate_s:.2f} s ({10_000 / generate_s:.0f} images/s), "
           f"ratio to {GENERATE_TARGET_S:.0f} s target: {generate_s / GENERATE_TARGET_S:.2f}")
@@ -73,7 +73,7 @@ def main() -> None:
         for start in range(0, len(data), 250):
             model(data.images(slice(start, start + 250)))
         forward_s = time.perf_counter() - t
-    print(f"forward pass over the 2,000 default images: {forward_s:.2f} s ({args.threads} thread(s))")
+    print(f"forward pass over the {len(data):,} default images: {forward_s:.2f} s ({args.threads} thread(s))")
 
 
 if __name__ == "__main__":

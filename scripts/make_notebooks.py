@@ -1490,37 +1490,40 @@ PAPER = [
 
     The paper's reading: a sizeable share of neurons is colour selective at every depth. On the
     default we can check what "colour selective" means from the images themselves. For each unit,
-    from the ground truth of its top images: the **colour purity** (share of the most common shape
-    colour) and the **achromatic share** (white, grey or black shapes, which greying leaves as
-    they are). A colour-selective unit ($\alpha \ge 0.5$) should see one colour and few achromatic
-    shapes; a colour-blind one ($|\alpha| < 0.15$) many colours and many achromatic shapes.
+    from the ground truth of its top images: the **hue purity** (share of the most common of the
+    seven chromatic colours) and the **achromatic share** (white, grey or black shapes, which
+    greying leaves as they are). A colour-selective unit ($\alpha \ge 0.5$) should see one hue and
+    few achromatic shapes; a colour-blind one ($|\alpha| < 0.15$) mixed hues and many achromatic
+    shapes.
     """),
     code(r"""
     gt = data.ground_truth
     achromatic = np.isin(gt["color"], ["white", "grey", "black"])
+    chromatic = [nsi.zoo.COLORS.index(c) for c in ("red", "orange", "yellow", "green", "cyan", "blue", "magenta")]
     rows = []
     for name in idx.layers:
         L = idx[name]
-        purity = np.array([np.bincount(row, minlength=10).max() / len(row) for row in gt["color_id"][L.top_indices]])
+        purity = np.array([np.bincount(row, minlength=10)[chromatic].max() / len(row)
+                           for row in gt["color_id"][L.top_indices]])
         achro = achromatic[L.top_indices].mean(axis=1)
         for unit in range(L.n_units):
             rows.append({"layer": name, "unit": unit, "alpha": float(L.color_selectivity[unit]),
-                         "gamma": float(L.class_selectivity[unit]), "colour purity": purity[unit],
+                         "gamma": float(L.class_selectivity[unit]), "hue purity": purity[unit],
                          "achromatic share": achro[unit]})
     units = pd.DataFrame(rows)
     units["kind"] = np.select([units["alpha"] >= 0.5, units["alpha"].abs() < 0.15],
                               ["colour selective", "colour blind"], "between")
     check = (units[units["kind"] != "between"].groupby(["layer", "kind"], sort=False)
-             [["colour purity", "achromatic share"]].mean().unstack("kind"))
+             [["hue purity", "achromatic share"]].mean().unstack("kind"))
     check.round(2)
     """),
     code(r"""
     assert (stats["color>=0.25"] > 0).all(), "a layer without colour-selective units"
     for name in idx.layers:
         row = check.loc[name]
-        assert row[("colour purity", "colour selective")] > row[("colour purity", "colour blind")], name
+        assert row[("hue purity", "colour selective")] > row[("hue purity", "colour blind")], name
         assert row[("achromatic share", "colour selective")] < row[("achromatic share", "colour blind")], name
-    print("in every layer, colour-selective units see purer colours and fewer achromatic shapes")
+    print("in every layer, colour-selective units see purer hues and fewer achromatic shapes")
     px.scatter(units, x="alpha", y="achromatic share", color="layer", hover_data=["unit"], opacity=0.7,
                title="Colour index against the share of achromatic shapes among the top images").update_layout(height=380)
     """),

@@ -1,6 +1,6 @@
 """Models and data to index: the embedded default, and loaders for your own.
 
-The embedded default, ``"shapes"``, is a labelled synthetic image set (:func:`make_shapes`: 120
+The embedded default, ``"shapes"``, is a labelled synthetic image set (:func:`make_shapes`: 240
 classes of coloured shapes) with two small trained CNNs (:class:`~.models.ShapesCNN`, the default,
 and :class:`~.models.ShapesResNet`) and exact concept masks (:func:`load_concepts`): nothing to
 download, ready in a few seconds.
@@ -44,14 +44,14 @@ CONCEPT_SIZE = 2000
 """Number of images in the default concept split."""
 
 MODELS: dict[str, str] = {
-    "cnn": "ShapesCNN: VGG-like, 5 conv blocks conv1..conv5 with max pooling (~105k parameters)",
-    "resnet": "ShapesResNet: a stem and 4 residual blocks with batch norm, stem and block1..block4 (~113k parameters)",
+    "cnn": "ShapesCNN: VGG-like, 5 conv blocks conv1..conv5 with max pooling (113k parameters)",
+    "resnet": "ShapesResNet: a stem and 4 residual blocks with batch norm, stem and block1..block4 (119k parameters)",
 }
 """The trained models of ``"shapes"``, by the name :func:`load` takes as ``model=``."""
 
 _AVAILABLE = {
-    "shapes": "120 classes of coloured shapes (shape x colour x size), 64x64; 6,000 labelled images "
-              "(seed 3, never used in training); models 'cnn' (default) and 'resnet'",
+    "shapes": "240 classes of coloured shapes (colour x shape x background texture), 64x64; 6,000 "
+              "labelled images (seed 3, never used in training); models 'cnn' (default) and 'resnet'",
 }
 
 __all__ = [
