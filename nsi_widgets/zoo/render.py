@@ -131,21 +131,28 @@ def upsample_matrix(cells: int, size: int) -> np.ndarray:
 
 
 def _texture(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    """Luminance-only background texture ``(m, size, size)``: zero for ``flat``."""
+    """Luminance-only background texture ``(m, size, size)``: zero for ``flat``.
+
+    The random fields are drawn for every image, whatever its texture, so that the noise streams
+    never depend on the textures; each image's texture is computed only where it is needed.
+    """
     m = len(p["shape_id"])
     f32 = np.float32
     coords = np.arange(size, dtype=f32) + f32(0.5)
-    kind = p["background_id"][:, None, None]
+    kind = p["background_id"]
     amp = p["texture_amp"][:, None, None]
     texture = np.zeros((m, size, size), dtype=f32)
     grain = rng.standard_normal((m, size, size), dtype=f32)
-    texture += np.where(kind == BACKGROUND_KINDS.index("grain"), f32(0.07) * amp * grain, f32(0))
+    coarse = rng.standard_normal((m, 6, 6), dtype=f32)
+    sel = kind == BACKGROUND_KINDS.index("grain")
+    texture[sel] = f32(0.07) * amp[sel] * grain[sel]
+    sel = kind == BACKGROUND_KINDS.index("clouds")
     up = upsample_matrix(6, size)
-    clouds = up @ rng.standard_normal((m, 6, 6), dtype=f32) @ up.T
-    texture += np.where(kind == BACKGROUND_KINDS.index("clouds"), f32(0.09) * amp * clouds, f32(0))
-    ang = p["texture_angle"][:, None, None]
+    texture[sel] = f32(0.09) * amp[sel] * (up @ coarse[sel] @ up.T)
+    sel = kind == BACKGROUND_KINDS.index("gradient")
+    ang = p["texture_angle"][sel][:, None, None]
     ramp = (np.cos(ang) * (coords[None, None, :] - size / 2) + np.sin(ang) * (coords[None, :, None] - size / 2)) / size
-    texture += np.where(kind == BACKGROUND_KINDS.index("gradient"), f32(0.25) * amp * ramp, f32(0))
+    texture[sel] = f32(0.25) * amp[sel] * ramp
     return texture
 
 
@@ -163,7 +170,15 @@ def render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> tup
     coverage = np.clip(f32(0.5) - sdf, 0.0, 1.0)[:, None]  # one-pixel anti-aliased edge
     background = p["background_rgb"][:, :, None, None] + _texture(p, size, rng)[:, None]
     foreground = p["color_rgb"][:, :, None, None]
-    image = background + coverage * (foreground - background)
-    # Faint sensor noise everywhere (per channel), as in any photograph.
-    image += f32(NOISE_SIGMA) * rng.standard_normal(image.shape, dtype=f32)
-    return np.clip(np.rint(image * f32(255)), 0, 255).astype(np.uint8), sdf <= 0
+    image = foreground - background
+    image *= coverage
+    image += background
+    # Faint sensor noise everywhere (per channel), as in any photograph. In place, in the same
+    # order of operations as `background + coverage * (fg - bg) + sigma * noise`: the same numbers.
+    noise = rng.standard_normal(image.shape, dtype=f32)
+    noise *= f32(NOISE_SIGMA)
+    image += noise
+    image *= f32(255)
+    np.rint(image, out=image)
+    np.clip(image, 0, 255, out=image)
+    return image.astype(np.uint8), sdf <= 0
