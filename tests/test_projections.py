@@ -217,7 +217,7 @@ class _Variant(nn.Module):
         if self.kind == "shared":
             return (self.relu,) * 4
         if self.kind == "functional":
-            return F.relu, torch.relu, torch.Tensor.relu, lambda t: F.relu(t, inplace=False)
+            return F.relu, lambda t: torch.relu(input=t), torch.Tensor.relu, lambda t: F.relu(t, False)
         return self.r1, torch.Tensor.relu_, F.relu_, self.r4  # in place: module, method, function, module
 
     def forward(self, x):
@@ -556,7 +556,8 @@ def test_top_projections_refuses_bad_input(small_index):
         (dict(units=[]), "non-empty"),
         (dict(method="x"), "unknown method"),
         (dict(weighting="x"), "weighting"),
-        (dict(n_images=-1), "n_images"),
+        (dict(n_images=-1), "n_images must be an integer >= 0"),
+        (dict(batch_size=0), "batch_size"),
         (dict(model=make_cnn()), "fingerprint"),
     ]
     for change, message in cases:

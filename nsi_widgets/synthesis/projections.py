@@ -106,7 +106,8 @@ class _GuidedReLU(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         (out,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (out > 0), None
+        # grad where out > 0 (ReLU's own fused backward), then only its positive part
+        return torch.ops.aten.threshold_backward.default(grad, out, 0).clamp_(min=0), None
 
 
 _RULES = {"deconvnet": _DeconvReLU, "guided_backprop": _GuidedReLU}
@@ -131,10 +132,11 @@ class _ReluRuleMode(TorchFunctionMode):
             inplace = False
         elif any(func is f for f in _RELU_INPLACE):
             inplace = True
-        if inplace is not None and args and isinstance(args[0], torch.Tensor) \
-                and args[0].requires_grad and torch.is_grad_enabled():
-            self.calls += 1
-            return self.rule.apply(args[0], inplace)
+        if inplace is not None:
+            x = args[0] if args else kwargs.get("input")
+            if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
+                self.calls += 1
+                return self.rule.apply(x, inplace)
         return func(*args, **kwargs)
 
 
@@ -600,16 +602,10 @@ def top_projections(index: NeuronIndex, model: nn.Module, layer: str, units=None
         of another size than the index's.
     """
     plan = _plan(index, model, layer, units, data, method, n_images, n_mean, weighting, batch_size)
-    name, module, L = plan.name, plan.module, plan.layer_index
+    name, module, L, items = plan.name, plan.module, plan.layer_index, plan.items
     rf = L.receptive_field
-    h, w = rf.size
-    n_units, n_keep = len(plan.units), plan.n_images
-    crops = np.zeros((n_units, n_keep, h, w, 3), dtype=np.float32)
-    sums = torch.zeros((n_units, 3, h, w), dtype=torch.float64)
-    totals = np.zeros(n_units, dtype=np.float64)
-    items = plan.items
+    store = _CropStore(len(plan.units), plan.n_images, plan.n_mean, rf.size)
     bar = _progress_bar(progress, len(items["image"]))
-    done = 0
     with _eval_mode(model):
         device, dtype = _model_device(model)
         _check_map_size(model, name, module, plan.data, L, preprocess, device, dtype)
@@ -621,27 +617,42 @@ def top_projections(index: NeuronIndex, model: nn.Module, layer: str, units=None
             y0 = items["y"][sl] * rf.stride[0] - rf.padding[0]
             x0 = items["x"][sl] * rf.stride[1] - rf.padding[1]
             cut, _ = gather_crops(grads, np.arange(len(grads)), y0, x0, rf.size)
-            slot, rank, weight = items["slot"][sl], items["rank"][sl], items["weight"][sl]
-            keep = rank < n_keep
-            crops[slot[keep], rank[keep]] = cut[torch.from_numpy(keep)].permute(0, 2, 3, 1).numpy()
-            averaged = (rank < plan.n_mean) & (weight > 0)
-            if averaged.any():
-                sums.index_add_(0, torch.from_numpy(slot[averaged]),
-                                cut[torch.from_numpy(averaged)].double()
-                                * torch.from_numpy(weight[averaged])[:, None, None, None])
-                np.add.at(totals, slot[averaged], weight[averaged])
-            done += len(units_t)
+            store.add(cut.permute(0, 2, 3, 1), items["slot"][sl], items["rank"][sl], items["weight"][sl])
             if bar is not None:
                 bar.update(len(units_t))
             if progress_callback is not None:
-                progress_callback(done, len(items["image"]))
+                progress_callback(sl.stop, len(items["image"]))
     if bar is not None:
         bar.close()
-    safe = np.where(totals > 0, totals, 1.0)
-    mean = (sums / torch.from_numpy(safe)[:, None, None, None]).permute(0, 2, 3, 1).float().numpy()
     return TopProjections(layer=name, method=method, units=plan.units, image_indices=plan.kept_indices,
-                          positions=plan.kept_positions, crops=crops, mean=mean, n_mean=plan.n_mean,
-                          weighting=weighting)
+                          positions=plan.kept_positions, crops=store.crops, mean=store.mean(),
+                          n_mean=plan.n_mean, weighting=weighting)
+
+
+class _CropStore:
+    """The first ``n_keep`` projection windows of each unit, and weighted sums of the first ``n_mean``."""
+
+    def __init__(self, n_units: int, n_keep: int, n_mean: int, size: tuple[int, int]):
+        self.n_keep, self.n_mean = n_keep, n_mean
+        self.crops = np.zeros((n_units, n_keep, *size, 3), dtype=np.float32)
+        self.sums = torch.zeros((n_units, *size, 3), dtype=torch.float32)
+        self.totals = np.zeros(n_units, dtype=np.float64)
+
+    def add(self, cut: torch.Tensor, slot: np.ndarray, rank: np.ndarray, weight: np.ndarray) -> None:
+        """``cut`` (b, h, w, 3): windows of the items ``slot`` (row of the unit), ``rank``, ``weight``."""
+        keep = rank < self.n_keep
+        if keep.any():
+            self.crops[slot[keep], rank[keep]] = cut[torch.from_numpy(keep)].numpy()
+        averaged = (rank < self.n_mean) & (weight > 0)
+        if averaged.any():
+            weights = torch.from_numpy(weight[averaged]).float()[:, None, None, None]
+            self.sums.index_add_(0, torch.from_numpy(slot[averaged]), cut[torch.from_numpy(averaged)] * weights)
+            np.add.at(self.totals, slot[averaged], weight[averaged])
+
+    def mean(self) -> np.ndarray:
+        """(U, h, w, 3): ``sum_j w_j P_j / sum_j w_j``; zero for a unit without positive weight."""
+        safe = torch.from_numpy(np.where(self.totals > 0, self.totals, 1.0)).float()
+        return (self.sums / safe[:, None, None, None]).numpy()
 
 
 @dataclass
@@ -669,11 +680,10 @@ def _plan(index, model, layer, units, data, method, n_images, n_mean, weighting,
     _check_method(method)
     if weighting not in ("weighted", "mean"):
         raise InputError(f"weighting must be 'weighted' or 'mean', not {weighting!r}")
-    for label, value in (("n_images", n_images), ("batch_size", batch_size)) + \
-            ((("n_mean", n_mean),) if n_mean is not None else ()):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if label == "n_images" else 1):
-            raise InputError(f"{label} must be a {'non-negative' if label == 'n_images' else 'positive'} "
-                             f"integer, got {value!r}")
+    _check_count("n_images", n_images, minimum=0)
+    _check_count("batch_size", batch_size, minimum=1)
+    if n_mean is not None:
+        _check_count("n_mean", n_mean, minimum=1)
     fingerprint = index.meta.get("model_fingerprint")
     if fingerprint is not None and fingerprint != model_fingerprint(model):
         raise InputError("the model is not the one this index was computed on (its fingerprint differs); "
@@ -710,6 +720,11 @@ def _plan(index, model, layer, units, data, method, n_images, n_mean, weighting,
     kept = np.where(valid[:, :n_keep], indices[:, :n_keep], -1)
     return _Plan(name, module, L, data, units.astype(np.int64), n_keep, n_avg, items, kept.astype(np.int64),
                  L.top_positions[units, :n_keep].astype(np.int64))
+
+
+def _check_count(label: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{label} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_map_size(model, name, module, data, L, preprocess, device, dtype) -> None:
