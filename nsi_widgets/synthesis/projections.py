@@ -178,8 +178,9 @@ def project(model: nn.Module, layer: str | nn.Module, unit: int, images, *, meth
     -------
     ndarray, (B, H, W, 3) float32
         Signed projections in RGB channel order. To scale them like Zeiler & Fergus (who start from
-        the activation's value, not from 1), multiply each by the activation: every rule is linear
-        in the starting value. Show them with :func:`projection_to_rgb`.
+        the activation's value ``a``, not from 1), multiply each by ``a``: for ``a > 0`` that is the
+        same, every rule being positively homogeneous (``relu(a g) = a relu(g)``). Show them with
+        :func:`projection_to_rgb`.
 
     Raises
     ------
