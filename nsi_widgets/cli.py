@@ -29,9 +29,11 @@ class CommandError(Exception):
 
 def _user_errors() -> tuple[type, ...]:
     """The exception types that are the user's to fix (printed as one line, never a traceback)."""
+    from .annotations import AnnotationStoreError
     from .core.errors import NsiError
 
-    return (CommandError, NsiError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    return (CommandError, NsiError, AnnotationStoreError, FileNotFoundError, PermissionError, IsADirectoryError,
+            NotADirectoryError)
 
 
 def _load_model(spec: str):
@@ -47,6 +49,9 @@ def _load_model(spec: str):
         return zoo.load_factory(spec)
     except (ImportError, AttributeError, TypeError, ValueError, SyntaxError) as err:
         raise CommandError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+    except Exception as err:  # noqa: BLE001 - the user's factory raised: their code, one line
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise CommandError(f"the model factory {spec!r} raised {type(err).__name__}: {first}") from err
 
 
 def _load_data(spec: str, image_size: int | None, skip_bad_images: bool = False):

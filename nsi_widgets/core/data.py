@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError, InputTypeError
+from .errors import DataReadError, InputError, InputTypeError
 
 UNLABELLED = -1
 
@@ -176,6 +176,15 @@ class _Collate:
                 torch.as_tensor(labels, dtype=torch.int64), torch.as_tensor(valid, dtype=torch.bool))
 
 
+def get_item(data: Sequence, index: int):
+    """``data[index]``; an error raised by the dataset becomes a :class:`DataReadError` naming the item."""
+    try:
+        return data[int(index)]
+    except Exception as err:  # noqa: BLE001 - the user's dataset: report which item and why
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise DataReadError(f"dataset item {int(index)} could not be read ({type(err).__name__}: {first})") from err
+
+
 class _IndexedView(torch.utils.data.Dataset):
     """Items ``(index, data[index])`` (a DataLoader-friendly view)."""
 
@@ -186,7 +195,7 @@ class _IndexedView(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int):
-        return int(index), self.data[int(index)]
+        return int(index), get_item(self.data, index)
 
 
 def load_batches(data: Sequence, batches: Sequence[Sequence[int]], num_workers: int = 0,
@@ -212,6 +221,30 @@ def split_batches(indices: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """``indices`` cut into consecutive batches of ``batch_size`` (the last may be shorter)."""
     indices = np.asarray(indices, dtype=np.int64)
     return [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+
+
+def check_labels(data: Any, n_classes: int | None) -> None:
+    """Check a dataset's labels up front where it lists them (``data.targets`` or ``data.labels``):
+    integer class ids from -1 (unlabelled) to ``n_classes - 1``. Other datasets are checked item by
+    item as they are read."""
+    labels = getattr(data, "targets", None)
+    if labels is None:
+        labels = getattr(data, "labels", None)
+    if labels is None or isinstance(labels, str):
+        return
+    try:
+        array = np.asarray(labels)
+    except (TypeError, ValueError):
+        return
+    if array.ndim != 1 or len(array) != len(data) or array.dtype.kind not in "iu":
+        return
+    bad = np.nonzero((array < UNLABELLED) | ((array >= n_classes) if n_classes else False))[0]
+    if len(bad):
+        i = int(bad[0])
+        _label(array[i].item(), i)  # negative labels: its message
+        raise InputError(f"dataset item {i}: label {int(array[i])} but only {n_classes} class names are known "
+                         f"(labels 0..{n_classes - 1}; {len(bad)} items in all); give all class names "
+                         "(data.classes or class_names=)")
 
 
 def check_dataset(data: Any) -> int:

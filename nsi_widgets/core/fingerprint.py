@@ -39,15 +39,15 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:32]
 
 
-def data_fingerprint(data, read_item: Callable[[Any, int], tuple[torch.Tensor, int]]) -> dict:
-    """``{"length", "item_shape", "sample_sha256"}`` of a dataset; ``read_item(item, index)`` returns
-    the image tensor and label the engine would use."""
+def data_fingerprint(data, read_item: Callable[[int], tuple[torch.Tensor, int]]) -> dict:
+    """``{"length", "item_shape", "sample_sha256"}`` of a dataset; ``read_item(index)`` returns the
+    image tensor and label the engine would use."""
     n = len(data)
     picks = sample_indices(n)
     digest = hashlib.sha256()
     shape = None
     for i in picks:
-        image, label = read_item(data[i], i)
+        image, label = read_item(i)
         shape = shape or list(image.shape)
         digest.update(f"{i}:{tuple(image.shape)}:{label}:".encode())
         digest.update(image.contiguous().numpy().tobytes())

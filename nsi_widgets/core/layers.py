@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .errors import InputError, InputTypeError
+
 class _StopForward(Exception):
     """Raised from a hook once every requested layer has produced its output."""
 
@@ -32,7 +34,7 @@ def list_layers(model: nn.Module, kind: str = "all") -> list[str]:
         Names usable as ``layers=`` in :func:`nsi_widgets.index_neurons`.
     """
     if kind not in ("all", "conv", "leaf"):
-        raise ValueError(f"kind must be 'all', 'conv' or 'leaf', not {kind!r}")
+        raise InputError(f"kind must be 'all', 'conv' or 'leaf', not {kind!r}")
     names = []
     for name, module in model.named_modules():
         if not name:
@@ -63,7 +65,7 @@ def resolve_layers(model: nn.Module, layers: str | nn.Module | Sequence[str | nn
         layers = [layers]
     layers = list(layers)
     if not layers:
-        raise ValueError("layers is empty: pass at least one layer name, e.g. "
+        raise InputError("layers is empty: pass at least one layer name, e.g. "
                          f"{list_layers(model, 'conv')[:4]}")
     by_name = dict(model.named_modules())
     by_id = {id(m): n for n, m in by_name.items()}
@@ -72,17 +74,17 @@ def resolve_layers(model: nn.Module, layers: str | nn.Module | Sequence[str | nn
         if isinstance(layer, nn.Module):
             name = by_id.get(id(layer))
             if name is None or name == "":
-                raise ValueError(f"the module {type(layer).__name__} given in layers is not a submodule "
+                raise InputError(f"the module {type(layer).__name__} given in layers is not a submodule "
                                  "of the model (or is the model itself); pass a submodule or its name")
             module = layer
         elif isinstance(layer, str):
             if layer not in by_name or layer == "":
-                raise ValueError(_unknown_layer_message(model, layer))
+                raise InputError(_unknown_layer_message(model, layer))
             name, module = layer, by_name[layer]
         else:
-            raise TypeError(f"layers must hold names (str) or modules, not {type(layer).__name__}")
+            raise InputTypeError(f"layers must hold names (str) or modules, not {type(layer).__name__}")
         if name in resolved:
-            raise ValueError(f"layer {name!r} is listed twice")
+            raise InputError(f"layer {name!r} is listed twice")
         resolved[name] = module
     return resolved
 

@@ -27,7 +27,7 @@ from torch import nn
 from .. import __version__
 from ..core import distributed, modules as module_kinds
 from ..core.checkpoint import Checkpoint
-from ..core.data import DataCheck, check_dataset, iterate_batches, read_item
+from ..core.data import DataCheck, check_dataset, check_labels, get_item, iterate_batches, read_item
 from ..core.errors import InputError, InputTypeError
 from ..core.fingerprint import callable_fingerprint, data_fingerprint, model_fingerprint
 from ..core.layers import LayerRecorder, modules_run_before, resolve_layers
@@ -162,10 +162,11 @@ class _Plan:
 
 def _plan(model, data, modules, options: IndexOptions, n_images: int) -> _Plan:
     """Probe the model on the first image, get receptive fields, and open the checkpoint."""
-    image, _, _ = read_item(data[0], 0, DataCheck(skip_nonfinite=options.skip_nonfinite))
+    check_labels(data, len(options.class_names) if options.class_names else None)
+    image, _, _ = read_item(get_item(data, 0), 0, DataCheck(skip_nonfinite=options.skip_nonfinite))
     image_size = tuple(image.shape[-2:])
     probe_input = _probe(model, modules, image[None], options)
-    fields = {name: receptive_field(model, name, input_size=image_size) for name in modules}
+    fields = {name: _receptive_field(model, name, image_size) for name in modules}
     fingerprint = model_fingerprint(model)
     check = DataCheck(image_shape=tuple(image.shape),
                       n_classes=len(options.class_names) if options.class_names else None,
@@ -174,7 +175,7 @@ def _plan(model, data, modules, options: IndexOptions, n_images: int) -> _Plan:
     if options.checkpoint or distributed.active():
         # The run's key: needed to refuse another run's checkpoint and to check that all ranks agree.
         key = {"model": fingerprint, "layers": list(modules),
-               "data": data_fingerprint(data, lambda item, i: read_item(item, i, check)[:2]),
+               "data": data_fingerprint(data, lambda i: read_item(get_item(data, i), i, check)[:2]),
                "preprocess": callable_fingerprint(options.preprocess), **options.key()}
         distributed.check_same(key, "the run (model, data, preprocess and arguments)")
         if options.checkpoint:
@@ -183,6 +184,13 @@ def _plan(model, data, modules, options: IndexOptions, n_images: int) -> _Plan:
                          options.progress)
     return _Plan(model, data, modules, options, n_images, image_size, probe_input, fields, fingerprint,
                  checkpoint, passes)
+
+
+def _receptive_field(model, name: str, image_size) -> ReceptiveField:
+    try:
+        return receptive_field(model, name, input_size=image_size)
+    except ValueError as err:
+        raise InputError(" ".join(str(err).split())) from err
 
 
 def _probe(model, modules, image: torch.Tensor, options: IndexOptions) -> torch.Tensor:
