@@ -14,12 +14,12 @@ number of classes (one-hot vectors, strings and non-integer floats refused with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .errors import DataReadError, InputError, InputTypeError
+from .errors import DataReadError, InputError, InputTypeError, NsiError
 
 UNLABELLED = -1
 
@@ -36,11 +36,16 @@ class DataCheck:
         Labels must be ``< n_classes`` (None: not checked).
     skip_nonfinite : bool
         Images with NaN or infinite pixels are skipped (``valid`` False) instead of refused.
+    split : callable or None
+        ``split(item, index) -> (image, label, extra)`` for items of another form (e.g. concept
+        data's ``(image, masks)``: extra = the masks); ``extra`` tensors are stacked per batch.
+        Default: ``(image, label)`` or ``image`` items, no extra.
     """
 
     image_shape: tuple[int, ...] | None = None
     n_classes: int | None = None
     skip_nonfinite: bool = False
+    split: Callable[[Any, int], tuple[Any, int, Any]] | None = None
 
 
 def to_image_tensor(image: Any, index: int | None = None) -> torch.Tensor:
@@ -128,9 +133,16 @@ def _label(label: Any, index: int | None) -> int:
 
 def read_item(item: Any, index: int, check: DataCheck | None = None) -> tuple[torch.Tensor, int, bool]:
     """``(image 3xHxW float32 in [0, 1], label, valid)`` of one item, checked against ``check``."""
-    raw, label = split_item(item, index)
+    return _read(item, index, check or DataCheck())[:3]
+
+
+def _read(item: Any, index: int, check: DataCheck) -> tuple[torch.Tensor, int, bool, Any]:
+    """``(image, label, valid, extra)`` of one item, checked against ``check``."""
+    if check.split is not None:
+        raw, label, extra = check.split(item, index)
+    else:
+        (raw, label), extra = split_item(item, index), None
     image = to_image_tensor(raw, index)
-    check = check or DataCheck()
     if check.image_shape is not None and tuple(image.shape) != tuple(check.image_shape):
         raise InputError(f"dataset item {index}: images differ in size: this one is {tuple(image.shape[1:])}, "
                          f"the first is {tuple(check.image_shape[1:])}; resize every image to one size first, "
@@ -144,42 +156,46 @@ def read_item(item: Any, index: int, check: DataCheck | None = None) -> tuple[to
         if not check.skip_nonfinite:
             raise InputError(f"dataset item {index}: the image has NaN or infinite pixels; fix it, or pass "
                              "skip_nonfinite=True (--skip-nonfinite) to leave such images out")
-        return torch.zeros_like(image), UNLABELLED, False
+        return torch.zeros_like(image), UNLABELLED, False, extra
     low, high = float(image.min()), float(image.max())
     if low < 0.0 or high > 1.0:
         hint = " (0..255 values? divide by 255 or give uint8 images)" if high > 1.0 else ""
         raise InputError(f"dataset item {index}: float pixel values must lie in [0, 1], found "
                          f"[{low:.4g}, {high:.4g}]{hint}; normalisation belongs in preprocess=")
-    return image, label, True
+    return image, label, True, extra
 
 
 class _Collate:
-    """Turn a list of ``(index, item)`` into ``(indices, images, labels, valid)`` tensors."""
+    """Turn a list of ``(index, item)`` into ``(indices, images, labels, valid, extra)``."""
 
     def __init__(self, check: DataCheck | None):
-        self.check = check
+        self.check = check or DataCheck()
 
     def __call__(self, batch):
-        indices, images, labels, valid = [], [], [], []
+        indices, images, labels, valid, extras = [], [], [], [], []
         for index, item in batch:
-            image, label, ok = read_item(item, index, self.check)
+            image, label, ok, extra = _read(item, index, self.check)
             images.append(image)
             indices.append(index)
             labels.append(label)
             valid.append(ok)
+            extras.append(extra)
         shapes = {tuple(im.shape) for im in images}
         if len(shapes) > 1:
             raise InputError(f"images in one batch differ in size {sorted(shapes)} (dataset items "
                              f"{indices[0]}..{indices[-1]}); resize them to one size first, e.g. "
                              "nsi_widgets.zoo.ImageFolderDataset(root, size=224)")
+        extra = None if extras[0] is None else torch.stack(extras)
         return (torch.as_tensor(indices, dtype=torch.int64), torch.stack(images),
-                torch.as_tensor(labels, dtype=torch.int64), torch.as_tensor(valid, dtype=torch.bool))
+                torch.as_tensor(labels, dtype=torch.int64), torch.as_tensor(valid, dtype=torch.bool), extra)
 
 
 def get_item(data: Sequence, index: int):
     """``data[index]``; an error raised by the dataset becomes a :class:`DataReadError` naming the item."""
     try:
         return data[int(index)]
+    except NsiError:
+        raise  # already says what is wrong (e.g. a bad image file of a folder dataset)
     except Exception as err:  # noqa: BLE001 - the user's dataset: report which item and why
         first = str(err).splitlines()[0] if str(err) else ""
         raise DataReadError(f"dataset item {int(index)} could not be read ({type(err).__name__}: {first})") from err
@@ -199,8 +215,9 @@ class _IndexedView(torch.utils.data.Dataset):
 
 
 def load_batches(data: Sequence, batches: Sequence[Sequence[int]], num_workers: int = 0,
-                 check: DataCheck | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(indices, images, labels, valid)`` for each list of dataset indices in ``batches``, in order."""
+                 check: DataCheck | None = None) -> Iterator[tuple]:
+    """Yield ``(indices, images, labels, valid, extra)`` for each list of dataset indices in ``batches``,
+    in order (``extra``: the stacked extras of ``check.split``, or None)."""
     if not len(batches):
         return
     loader = torch.utils.data.DataLoader(
@@ -212,8 +229,8 @@ def load_batches(data: Sequence, batches: Sequence[Sequence[int]], num_workers: 
 def iterate_batches(data: Sequence, indices: Sequence[int], batch_size: int, num_workers: int = 0,
                     check: DataCheck | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(indices, images, labels)`` batches of ``batch_size`` for ``indices`` of ``data``, in order."""
-    for batch_indices, images, labels, _ in load_batches(data, split_batches(indices, batch_size), num_workers,
-                                                         check):
+    for batch_indices, images, labels, _, _ in load_batches(data, split_batches(indices, batch_size), num_workers,
+                                                            check):
         yield batch_indices, images, labels
 
 

@@ -51,6 +51,9 @@ class Batch:
         Class ids, ``-1`` where unlabelled.
     valid : Tensor (B,) bool
         False for images that are skipped (non-finite pixels with ``skip_nonfinite``).
+    extra : Tensor or None
+        Per-item extras of the data's items, stacked (e.g. concept masks ``(B, K, H, W)``), see
+        :class:`~nsi_widgets.core.data.DataCheck`.
     inputs : Tensor or None
         The model's input on its device (after ``preprocess``), when the pass runs the model.
     """
@@ -60,6 +63,7 @@ class Batch:
     images: torch.Tensor
     labels: torch.Tensor
     valid: torch.Tensor
+    extra: torch.Tensor | None = None
     inputs: torch.Tensor | None = None
 
 
@@ -162,8 +166,8 @@ class _Runner:
             for k in range(n_rounds):
                 number = self.start + k * self.world + self.rank
                 if number < len(self.batches):
-                    indices, images, labels, valid = next(loader)
-                    current["batch"] = batch = Batch(number, indices, images, labels, valid)
+                    indices, images, labels, valid, extra = next(loader)
+                    current["batch"] = batch = Batch(number, indices, images, labels, valid, extra)
                     if self.modules:
                         batch.inputs = self._inputs(images)
                         recorder.run(self.model, batch.inputs)
