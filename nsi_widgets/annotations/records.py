@@ -228,15 +228,14 @@ def clean_tags(tags: Any) -> tuple[str, ...]:
         items = list(tags)
     except TypeError:
         raise InputTypeError(f"tags must be a list of str, not {type(tags).__name__}") from None
-    cleaned: list[str] = []
+    cleaned: dict[str, None] = {}  # ordered, and membership without a scan of the list
     for tag in items:
         if not isinstance(tag, str):
             raise InputTypeError(f"each tag must be a str, got {type(tag).__name__} ({shown(tag)})")
         tag = _text(tag, "a tag").strip()
         if not tag or _CONTROL.search(tag):
             raise InputError(f"tags must be non-empty single-line text, got {shown(tag)}")
-        if tag not in cleaned:
-            cleaned.append(tag)
+        cleaned.setdefault(tag)
     return tuple(cleaned)
 
 

@@ -6,21 +6,22 @@ Writing: WAL journal mode and ``synchronous=FULL`` (every commit is fsynced), ea
 
 Reading only (``read_only=True``) picks one of two SQLite URI modes:
 
-``mode=ro``
-    The normal read-only connection. It still takes SQLite's shared-memory read locks in the
-    ``-shm`` file (creating it if missing), so it sees other processes' commits, including those
-    still in the ``-wal`` file. Used whenever the folder is writable or a ``-wal`` file exists.
 ``mode=ro&immutable=1``
-    Used when the folder is read-only (no write permission, or no write permission bits at all)
-    and there is no ``-wal`` file: then ``mode=ro`` cannot work (SQLite would need to create the
-    ``-shm`` file and fails with "attempt to write a readonly database"), and it is also safe,
-    because every committed annotation is in the main file (a store's ``-wal`` is folded in and
-    deleted when its last writer closes; no ``-wal`` means no process is writing or was killed
-    mid-way). ``immutable`` tells SQLite the file will not change, so it takes no locks. In case
-    someone who *may* write the folder opens the store later, :class:`.store.AnnotationStore`
-    compares the file's size, time and inode (and looks for a new ``-wal``) before and after
-    every read, and reopens the file (in ``mode=ro`` once a ``-wal`` exists) when they changed,
-    so it never returns what a half-finished checkpoint left.
+    When there is no ``-wal`` file, so no process is writing the store (nor was killed while
+    writing it): a store's ``-wal`` is folded into the main file and deleted when its last
+    writer closes, so every committed annotation is in the main file. ``immutable`` tells SQLite
+    the file will not change: it takes no locks and creates no side files. That is what makes a
+    store readable in a folder we may not write (plain ``mode=ro`` would have to create the
+    ``-shm`` file there and fails with "attempt to write a readonly database"), and it leaves a
+    folder we may write as it was (a ``mode=ro`` connection cannot delete the ``-wal`` and
+    ``-shm`` files it made). Because someone may start writing later, the store object compares
+    the file's inode, size and time, and whether a ``-wal`` exists, before and after every read
+    (:func:`file_state`), and reopens the file when they changed (in ``mode=ro`` once a ``-wal``
+    exists), so it never returns what a checkpoint in progress left.
+``mode=ro``
+    When a ``-wal`` exists: a writer is working (or was killed) and committed annotations may
+    still be in the log. The connection shares the writer's ``-shm`` locks (read-only if the
+    folder is, which SQLite supports) and sees every commit.
 
 A ``-wal`` file without its ``-shm`` in a read-only folder cannot be read safely (the log may
 hold committed annotations that ``immutable`` would ignore): that is refused with a message.
@@ -139,16 +140,15 @@ def _read_mode(path: Path, exists: bool) -> str:
         raise StoreNotFoundError(f"no annotation store at {path} (opened with read_only=True, which "
                                  f"never creates one)")
     wal, shm = side_files(path)
-    folder_writable = writable(path.parent)
     if wal.exists():
-        if not shm.exists() and not folder_writable:
+        if not shm.exists() and not writable(path.parent):
             raise StorePermissionError(
                 f"cannot read annotation store {path}: it has a write-ahead log {wal.name} (from a process "
                 f"that is writing it or was killed) but no {shm.name}, and the folder is read-only, so "
                 f"SQLite cannot read the log; open the store once where its folder is writable (that folds "
                 f"the log into the file), or copy the store with its {wal.name} file to a writable folder")
         return READ_ONLY
-    return READ_ONLY if folder_writable else IMMUTABLE
+    return IMMUTABLE
 
 
 def _check_writable(path: Path, exists: bool) -> None:
