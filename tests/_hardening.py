@@ -1,7 +1,8 @@
 """Helpers of the hardening tests: snapshots of folders, and cases run as an unprivileged user.
 
 :func:`snapshot` records every file of a folder (content hash and permission bits), so that a test
-can check that a failed operation wrote, added and changed nothing.
+can check that a failed operation wrote, added and changed nothing; :func:`raises_clearly` checks one
+case: the error's type and phrases of its message, and the folder unchanged.
 
 The tests run as root here, and root reads and writes any file whatever its mode, so a case about a
 read-only file or folder run as root proves nothing. :func:`run_unprivileged` executes a snippet of
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from nsi_widgets.core.errors import NsiError
+
 REPO = Path(__file__).resolve().parents[1]
 _FALLBACK_USER = "nsi-hardening"
 
@@ -55,6 +58,23 @@ except Exception as exc:
               "message": str(exc)}
 print("RESULT " + json.dumps(result), flush=True)
 '''
+
+
+def raises_clearly(action, folder: Path, error: type, phrases, *, one_line: bool = True) -> BaseException:
+    """Run ``action``: it must raise ``error`` (an NsiError) with every phrase in its message, and leave
+    every file under ``folder`` as it was (none added, none changed). Returns the error."""
+    before = snapshot(folder)
+    with pytest.raises(error) as info:
+        action()
+    message = str(info.value)
+    assert isinstance(info.value, NsiError), f"{type(info.value).__mro__} is not an NsiError"
+    for phrase in phrases:
+        assert phrase in message, f"{phrase!r} not in {message!r}"
+    if one_line:
+        assert "\n" not in message, message
+    assert "Traceback" not in message
+    assert snapshot(folder) == before  # nothing written, nothing added, nothing changed
+    return info.value
 
 
 def _user() -> str | None:

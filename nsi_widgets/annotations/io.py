@@ -74,17 +74,8 @@ class ImportExportMixin:
         """Write the current annotations of the bound model to a UTF-8 JSON file (atomically).
 
         The file holds ``{"format", "schema_version", "exported", "model", "annotations": [...]}``,
-        one object per annotation with the fields of :class:`Annotation` (tags as a list).
-
-        Returns
-        -------
-        int
-            Number of annotations written.
-
-        Raises
-        ------
-        nsi_widgets.core.errors.OutputError
-            If the file cannot be written (a folder, read-only, full disk); the old file is kept.
+        one object per annotation with the fields of :class:`Annotation` (tags as a list). Returns
+        the number of annotations written; errors as :meth:`export_csv`.
         """
         rows = self._current_rows(author=self._read_author(author))
         document = {"format": FORMAT_NAME, "schema_version": SCHEMA_VERSION, "exported": utc_now(),
@@ -209,12 +200,20 @@ def _read_text(path: Path, kind: str, max_bytes: int | None) -> str:
     """The UTF-8 text of a file to import, or an error naming the file and the problem."""
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
         raise InputError(f"max_bytes must be a number of bytes >= 0 or None, got {max_bytes!r}")
-    if path.is_dir():
-        raise StoreIsADirectoryError(f"{path} is a directory; give the {kind} file to import")
+    if "\x00" in str(path):
+        raise InputError(f"the path {str(path)!r} of the {kind} file contains a NUL character")
     try:
+        if path.is_dir():
+            raise StoreIsADirectoryError(f"{path} is a directory; give the {kind} file to import")
         size = path.stat().st_size
     except FileNotFoundError:
         raise StoreNotFoundError(f"no {kind} file {path} to import") from None
+    except PermissionError:
+        raise StorePermissionError(f"cannot read {path}: permission denied") from None
+    except StoreIsADirectoryError:
+        raise
+    except OSError as exc:
+        raise StorePermissionError(f"cannot read {path}: {exc.strerror or exc}") from None
     if max_bytes is not None and size > max_bytes:
         raise InputError(f"{path} is {size:,} bytes, more than max_bytes={max_bytes:,}: not imported; "
                          f"split it, merge stores directly with merge_stores(), or pass max_bytes=None "

@@ -19,7 +19,7 @@ APPLICATION_ID = 0x4E534957
 #: The ``format`` of the store's meta table and of JSON exports.
 FORMAT_NAME = "nsi-widgets annotations"
 ACTIONS = ("set", "remove", "undo", "import", "merge")
-#: The columns of a history row, in the order :func:`nsi_widgets.annotations.store` reads them.
+#: The columns of a history row, in the order the store reads them.
 ROW_COLUMNS = "id, model, layer, unit, author, action, removed, label, note, tags, time, undo_to"
 
 # The exact schema; a file is accepted only if its sqlite_master holds these statements.

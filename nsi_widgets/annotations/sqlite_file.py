@@ -37,6 +37,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
+from ..core.errors import InputError
 from . import schema
 from .errors import (AnnotationStoreError, NotAnAnnotationStoreError, StoreIsADirectoryError, StoreLockedError,
                      StoreNotFoundError, StorePermissionError, StoreReadOnlyError)
@@ -67,9 +68,12 @@ def file_state(path: Path) -> tuple:
     try:
         st = path.stat()
         main = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except (OSError, ValueError):  # ValueError: a NUL in the name (refused when opening)
+        return None, False
+    try:
+        return main, side_files(path)[0].exists()
     except OSError:
-        main = None
-    return main, side_files(path)[0].exists()
+        return main, False
 
 
 def open_store_file(path: Path, *, read_only: bool, timeout: float) -> tuple[sqlite3.Connection, str]:
@@ -78,18 +82,12 @@ def open_store_file(path: Path, *, read_only: bool, timeout: float) -> tuple[sql
     Returns the connection and the mode used (:data:`READ_WRITE`, :data:`READ_ONLY` or
     :data:`IMMUTABLE`). Raises the store's errors, naming the file and what to do.
     """
-    if path.is_dir():
-        raise StoreIsADirectoryError(f"{path} is a directory; give the annotation store's file name, "
-                                     f"e.g. {path / 'annotations.sqlite'}")
-    exists = path.exists()
-    if exists:
-        _check_sqlite_header(path)
-    if read_only:
-        mode = _read_mode(path, exists)
-        target = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if mode == IMMUTABLE else "")
-    else:
-        _check_writable(path, exists)
-        mode, target = READ_WRITE, str(path)
+    try:
+        mode, target = _check_path(path, read_only)
+    except AnnotationStoreError:
+        raise
+    except OSError as exc:  # a name too long, a loop of links...
+        raise StorePermissionError(f"cannot open annotation store {path}: {exc.strerror or exc}") from None
     try:
         conn = sqlite3.connect(target, uri=read_only, timeout=timeout, isolation_level=None,
                                check_same_thread=False)
@@ -108,6 +106,23 @@ def open_store_file(path: Path, *, read_only: bool, timeout: float) -> tuple[sql
         conn.close()
         raise
     return conn, mode
+
+
+def _check_path(path: Path, read_only: bool) -> tuple[str, str]:
+    """Check the file (and its folder) before SQLite sees it; return the mode and what to connect to."""
+    if "\x00" in str(path):
+        raise InputError(f"annotation store path {str(path)!r} contains a NUL character")
+    if path.is_dir():
+        raise StoreIsADirectoryError(f"{path} is a directory; give the annotation store's file name, "
+                                     f"e.g. {path / 'annotations.sqlite'}")
+    exists = path.exists()
+    if exists:
+        _check_sqlite_header(path)
+    if not read_only:
+        _check_writable(path, exists)
+        return READ_WRITE, str(path)
+    mode = _read_mode(path, exists)
+    return mode, f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if mode == IMMUTABLE else "")
 
 
 def _check_sqlite_header(path: Path) -> None:

@@ -79,7 +79,7 @@ from .io import CSV_COLUMNS, ImportExportMixin
 from .merge import MergeMixin
 from .records import (ALL_AUTHORS, Annotation, Conflict, ImportReport, Problems, clean_author, clean_label,
                       clean_layer, clean_note, clean_tags, clean_unit, default_author, utc_now)
-from .schema import FORMAT_NAME, ROW_COLUMNS, SCHEMA_VERSION  # noqa: F401 (FORMAT_NAME: read from here too)
+from .schema import FORMAT_NAME, ROW_COLUMNS, SCHEMA_VERSION  # noqa: F401 (also read from this module)
 from .sqlite_file import IMMUTABLE, file_state, open_store_file, rollback_quietly, translate
 
 __all__ = ["AnnotationStore", "CONFLICT_POLICIES"]
