@@ -66,15 +66,11 @@ def _load_data(spec: str, image_size: int | None, skip_bad_images: bool = False)
                            "existing folder of images (one subfolder per class)")
     if not path.is_dir():
         raise CommandError(f"data {spec!r} is a file; give a folder of images (one subfolder per class)")
-    kwargs = {"skip_bad_images": True} if skip_bad_images else {}
-    try:
-        return zoo.ImageFolderDataset(path, size=image_size, **kwargs)
-    except TypeError as err:
-        if skip_bad_images and "skip_bad_images" in str(err):
-            raise CommandError("--skip-bad-images is not supported by this version's folder reader") from None
-        raise
-    except ValueError as err:
-        raise CommandError(str(err)) from None
+    data = zoo.ImageFolderDataset(path, size=image_size, skip_bad_images=skip_bad_images)
+    if skip_bad_images and data.skipped:
+        print(f"skipped {len(data.skipped)} image files that cannot be read (first: {data.skipped[0][0]})",
+              file=sys.stderr)
+    return data
 
 
 def _preprocess(spec: str | None):
@@ -158,14 +154,14 @@ def cmd_report(args) -> int:
     if args.annotations:
         from .annotations import AnnotationStore
 
-        if not Path(args.annotations).is_file():
-            raise CommandError(f"no annotation store at {args.annotations!r}")
-        store = AnnotationStore(args.annotations, index=idx, read_only=True, author=args.author)
-        authors = store.authors()
-        if args.author is None and len(authors) == 1:
-            store = AnnotationStore(args.annotations, index=idx, read_only=True, author=authors[0])
-        elif args.author is None and len(authors) > 1:
-            raise CommandError(f"the store holds annotations by {', '.join(authors)}: choose one with --author")
+        author = args.author
+        if author is None:
+            with AnnotationStore(args.annotations, index=idx, read_only=True) as probe:
+                authors = probe.authors()
+            if len(authors) > 1:
+                raise CommandError(f"the store holds annotations by {', '.join(authors)}: choose one with --author")
+            author = authors[0] if authors else None
+        store = AnnotationStore(args.annotations, index=idx, read_only=True, author=author)
     from .widgets import export_html
 
     path = export_html(idx, args.output, annotations=store)
