@@ -8,7 +8,9 @@ __version__ = "0.1.0"
 
 from .annotations import Annotation, AnnotationStore, merge_stores
 from .core.errors import IndexFileError, InputError, NsiError
-from .core.layers import list_layers, model_fingerprint
+from .concepts import dissect, load_dissection
+from .core.fingerprint import model_fingerprint
+from .core.layers import list_layers
 from .core.receptive_field import ReceptiveField, receptive_field
 from .index import LayerIndex, NeuronIndex, index_neurons, load_index
 from .index.selectivity import (available_indexes, class_frequencies, class_selectivity, color_selectivity,
@@ -33,5 +35,5 @@ __all__ = [
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
     "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo",
     "deconvnet", "guided_backprop", "gradient",
-    "NsiError", "InputError", "IndexFileError", *_WIDGETS,
+    "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection", *_WIDGETS,
 ]

@@ -175,8 +175,9 @@ def test_class_scores_in_index(tiny_model, tiny_data):
     np.testing.assert_array_equal(L.class_selectivity, nsi.class_selectivity(L.top_labels, L.top_activations, nu=0.5))
     np.testing.assert_array_equal(L.top_labels, np.asarray(tiny_data.labels)[L.top_indices])
     parents = [0, 0, 1, 1]   # a, b -> ab; c, d -> cd (sorted parent names)
+    # The superclass index honours the run's nu (issue 16: it used to be computed at nu = 1 always).
     np.testing.assert_array_equal(L.superclass_selectivity,
-                                  nsi.class_selectivity(L.top_labels, L.top_activations, parents=parents))
+                                  nsi.class_selectivity(L.top_labels, L.top_activations, nu=0.5, parents=parents))
     assert "class_population" in L.scores
 
 

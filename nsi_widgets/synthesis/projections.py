@@ -49,7 +49,8 @@ from torch.overrides import TorchFunctionMode
 
 from ..core.data import iterate_batches, to_image_tensor
 from ..core.errors import InputError, InputTypeError
-from ..core.layers import LayerRecorder, model_fingerprint, resolve_layers
+from ..core.fingerprint import model_fingerprint
+from ..core.layers import LayerRecorder, resolve_layers
 from ..index.features import gather_crops
 from ..index.results import Attachment, NeuronIndex
 

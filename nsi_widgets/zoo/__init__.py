@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .external import load_factory, torchvision_dataset, torchvision_model
-from .folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from .external import FactoryError, FactoryTypeError, load_factory, torchvision_dataset, torchvision_model
+from .folder import IMAGE_EXTENSIONS, BadImageError, ImageFolderDataset, ImageFolderError
 from .models import CONV_LAYERS, ShapesCNN, conv_layers
 from .shapes import (BACKGROUND_KINDS, CLASS_PARENTS, CLASSES, COLORS, SHAPE_KINDS, ShapesDataset,
                      make_shapes)
@@ -40,7 +40,8 @@ _AVAILABLE = {
 __all__ = [
     "load", "available", "make_shapes", "ShapesDataset", "ShapesCNN", "conv_layers", "CONV_LAYERS",
     "CLASSES", "CLASS_PARENTS", "COLORS", "SHAPE_KINDS", "BACKGROUND_KINDS", "ImageFolderDataset",
-    "IMAGE_EXTENSIONS", "load_factory", "torchvision_model", "torchvision_dataset", "shapes_report",
+    "IMAGE_EXTENSIONS", "ImageFolderError", "BadImageError", "load_factory", "FactoryError", "FactoryTypeError",
+    "torchvision_model", "torchvision_dataset", "shapes_report",
     "WEIGHTS_DIR", "INDEX_SEED", "INDEX_SIZE",
 ]
 
