@@ -59,18 +59,23 @@ class PreparedModel:
     model : nn.Module
     layer : nn.Module or None
         The module whose output is returned; None for the model's output.
+    also : nn.Module, optional
+        A second module whose output :meth:`outputs` returns as well (from the same forward pass).
     preprocess : callable or None
         Maps RGB in ``[0, 1]`` to the model's input.
     device : torch.device
     """
 
-    def __init__(self, model: nn.Module, layer: nn.Module | None, preprocess, device: torch.device):
+    def __init__(self, model: nn.Module, layer: nn.Module | None, preprocess, device: torch.device,
+                 also: nn.Module | None = None):
         self.model = model
         self.layer = layer
         self.preprocess = preprocess
         self.device = torch.device(device)
         self._saved: dict = {}
-        self._output = None
+        self.also = also
+        self._watched = [m for m in dict.fromkeys([layer, also]) if m is not None]
+        self._outputs: dict = {}
         self._relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         self._channels_last = self.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -86,12 +91,12 @@ class PreparedModel:
                 if p.ndim == 4 and not p.is_contiguous(memory_format=torch.channels_last):
                     self._saved["formats"].append(p)
                     p.data = p.data.contiguous(memory_format=torch.channels_last)
-        self._handle = self.layer.register_forward_hook(self._keep) if self.layer is not None else None
+        self._handles = [m.register_forward_hook(self._keep) for m in self._watched]
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
         for p in self._saved["formats"]:
             p.data = p.data.contiguous()
         for p, flag in zip(self.model.parameters(), self._saved["grad"]):
@@ -102,25 +107,29 @@ class PreparedModel:
         if not isinstance(output, torch.Tensor):
             raise InputError(f"the layer returned {type(output).__name__}, not a tensor; pick a module whose "
                              "output is a feature map")
-        self._output = output
-        raise _Stop
+        self._outputs[id(module)] = output
+        if len(self._outputs) == len(self._watched):
+            raise _Stop
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """The layer's output for RGB images ``(B, 3, H, W)`` in ``[0, 1]``."""
+    def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The outputs of ``layer`` and of ``also`` (when given) for RGB images in ``[0, 1]``."""
         x = self.preprocess(images) if self.preprocess is not None else images
         if self._channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.layer is None:
-            return self.model(x)
-        self._output = None
+        self._outputs = {}
         try:
-            self.model(x)
+            out = self.model(x)
         except _Stop:
-            pass
-        if self._output is None:
+            out = None
+        kept, self._outputs = self._outputs, {}
+        found = [out if m is None else kept.get(id(m)) for m in [self.layer] + ([self.also] if self.also is not None else [])]
+        if any(t is None for t in found):
             raise InputError("the layer did not run in the model's forward pass; it may be unused")
-        out, self._output = self._output, None
-        return out
+        return tuple(found)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The layer's output for RGB images ``(B, 3, H, W)`` in ``[0, 1]``."""
+        return self.outputs(images)[0]
 
     @contextmanager
     def redirect(self, enabled: bool = True):
