@@ -17,6 +17,7 @@ from . import zoo
 
 _WIDGETS = ("NeuronGrid", "NeuronCard", "ColorSelectivityHistogram", "ClassSelectivityChart", "Explorer",
             "export_html")
+_SYNTHESIS = ("visualize", "facets", "invert")  # feature visualisation (docs/methods.md section 9)
 
 
 def __getattr__(name):
@@ -25,11 +26,15 @@ def __getattr__(name):
         from . import widgets
 
         return getattr(widgets, name)
+    if name in _SYNTHESIS:
+        from . import synthesis
+
+        return getattr(synthesis, name)
     raise AttributeError(f"module 'nsi_widgets' has no attribute {name!r}")
 
 __all__ = [
     "__version__", "index_neurons", "AnnotationStore", "Annotation", "merge_stores", "list_layers", "model_fingerprint", "receptive_field", "ReceptiveField",
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
     "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo",
-    "NsiError", "InputError", "IndexFileError", *_WIDGETS,
+    "NsiError", "InputError", "IndexFileError", *_WIDGETS, *_SYNTHESIS,
 ]

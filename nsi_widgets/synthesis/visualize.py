@@ -29,6 +29,11 @@ from .transforms import RandomTransforms, resolve_transforms
 
 DEFAULT_STEPS = 128
 """Optimisation steps of :func:`visualize` (lucid: 512 at 224 pixels)."""
+DEFAULT_OBJECTIVE = "neuron"
+"""The unit at the centre of the map: the synthetic counterpart of the index's top activation (the map
+maximum, one position) and of the Neuron Feature (crops around it). lucid's default is ``"channel"``,
+the spatial mean (a texture); on the embedded default's deeper layers that objective leaves the map
+maximum below the best dataset image for many units (docs/methods.md section 9)."""
 DEFAULT_LR = 0.05
 """Adam's learning rate (lucid's)."""
 DEFAULT_REDIRECT_STEPS = 16
@@ -176,7 +181,7 @@ def _progress_bar(progress, total: int, desc: str):
     return (lambda n=1: None), (lambda: None)
 
 
-def visualize(model: nn.Module, layer, units, *, objective: str = "channel", steps: int = DEFAULT_STEPS,
+def visualize(model: nn.Module, layer, units, *, objective: str = DEFAULT_OBJECTIVE, steps: int = DEFAULT_STEPS,
               param: str = "fft", decorrelate: Any = "shapes", transforms: Any = "standard",
               regularizers: dict[str, float] | None = None, image_size=None, batch: bool = True, seed: int = 0,
               preprocess: Callable | None = None, device=None, progress: bool | Callable = True,
@@ -192,8 +197,9 @@ def visualize(model: nn.Module, layer, units, *, objective: str = "channel", ste
         The layer whose units are maximised (its module output); None with ``objective="class"``.
     units : int or sequence of int
         Channels of the layer (or classes); repeat a unit for several images of it (see ``diversity``).
-    objective : {"channel", "neuron", "class"}
-        Spatial mean of the channel, the channel at the map centre, or a class logit of the output.
+    objective : {"neuron", "channel", "class"}
+        The channel at the map centre (default), its spatial mean (lucid's default), or a class logit
+        of the output.
     steps : int
         Adam steps.
     param : {"fft", "pixel"}
