@@ -109,22 +109,36 @@ def main(argv=None) -> int:
     print(f"{len(units)} units of {layer}, {size} px, {args.steps} steps, objective {args.objective!r}, "
           f"{args.threads} thread(s)")
 
+    def time_ours():
+        started = time.perf_counter()
+        result = nsi.visualize(model, layer, units, steps=args.steps, objective=args.objective, progress=False)
+        return time.perf_counter() - started, result
+
+    # The machine may be shared: ours runs before and after lucent, and its time is the mean of the two.
     nsi.visualize(model, layer, units[:2], steps=1, objective=args.objective, progress=False)  # warm-up
-    started = time.perf_counter()
-    ours = nsi.visualize(model, layer, units, steps=args.steps, objective=args.objective, progress=False)
-    ours_seconds = time.perf_counter() - started
-    rows = {"nsi-widgets visualize (one batch)": (ours_seconds, ours.images)}
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "torch": torch.__version__, "date": dt.datetime.now().isoformat(timespec="minutes"),
-               "load_average": os.getloadavg()}
+    load = [os.getloadavg()[0]]
+    ours_times = [time_ours()[0]]
     lucent_info = None
+    lucent = None
     if args.skip_lucent or not LUCENT_PYTHON.exists():
         print(f"torch-lucent skipped ({'--skip-lucent' if args.skip_lucent else 'run benchmarks/setup_lucent.sh'})")
     else:
+        load.append(os.getloadavg()[0])
         with tempfile.TemporaryDirectory() as tmp:
             lucent = run_lucent(model, layer, units, args.steps, size, args.objective, args.threads, Path(tmp))
-        rows["torch-lucent render_vis (one call per unit)"] = (lucent["seconds"], lucent["images"])
         lucent_info = lucent["info"]
+    load.append(os.getloadavg()[0])
+    seconds, ours = time_ours()
+    ours_times.append(seconds)
+    load.append(os.getloadavg()[0])
+    rows = {"nsi-widgets visualize (one batch)": (float(np.mean(ours_times)), ours.images)}
+    if lucent is not None:
+        rows["torch-lucent render_vis (one call per unit)"] = (lucent["seconds"], lucent["images"])
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch": torch.__version__, "date": dt.datetime.now().isoformat(timespec="minutes"),
+               "load_average_1min": load, "ours_times": ours_times}
+    print(f"ours: {', '.join(f'{t:.1f} s' for t in ours_times)} (before, after lucent); 1-min load average "
+          f"{', '.join(f'{v:.1f}' for v in load)}")
 
     results = {}
     print(f"\n| method | seconds | s per unit | median activation | above best dataset image |")
