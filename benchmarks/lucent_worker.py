@@ -5,7 +5,7 @@ nsi_widgets package). Loads the weights (a state dict, ``weights_only=True``), r
 ``lucent.optvis.render.render_vis`` once per unit, as lucent is used (one objective per call):
 ``param.image(size)`` (FFT, lucent's ImageNet colour decorrelation), its standard transforms, Adam
 lr 0.05, ``preprocess=False`` (the model takes RGB in [0, 1]) and ``fixed_image_size=size`` (else it
-upsamples to 224). Writes the final images and the time of the loop (after one untimed warm-up call).
+upsamples to 224). Writes the final images and the wall-clock and CPU time of the loop (after one untimed warm-up call).
 
     .lucent-venv/bin/python benchmarks/lucent_worker.py --state model.pt --model-file nsi_widgets/zoo/models.py \
         --model-class ShapesCNN --model-kwargs '{"n_classes": 10}' --layer conv5 --units 0,1,2 --steps 128 \
@@ -63,12 +63,12 @@ def main(argv=None) -> None:
     model = load_model(args.model_file, args.model_class, json.loads(args.model_kwargs), args.state)
     units = [int(u) for u in args.units.split(",")]
     render(model, args.layer, units[0], 2, args.size, args.objective)  # warm-up, not timed
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     images = np.stack([render(model, args.layer, u, args.steps, args.size, args.objective) for u in units])
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     from importlib.metadata import version
 
-    np.savez(args.out, images=images.astype(np.float32), seconds=np.float64(seconds),
+    np.savez(args.out, images=images.astype(np.float32), seconds=np.float64(seconds), cpu_seconds=np.float64(cpu_seconds),
              info=np.array(json.dumps({"torch": torch.__version__, "torch_lucent": version("torch-lucent"),
                                        "kornia": version("kornia"), "threads": torch.get_num_threads()})))
 

@@ -25,6 +25,7 @@ if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import lucent.optvis.rend
 fi
 
 "$python" -m venv "$venv"
+echo '*' > "$venv/.gitignore"  # git ignores the whole venv (as Python >= 3.13 does by itself)
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q "torch==2.13.0"
 "$venv/bin/pip" install -q --no-deps "torch-lucent==0.1.8" "kornia==0.4.1"

@@ -39,8 +39,8 @@ class RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        relu_grad = grad * (x > 0)
-        passes = (relu_grad != 0).flatten(1).any(dim=1)
+        relu_grad = torch.ops.aten.threshold_backward(grad, x, 0)  # grad where x > 0, else 0
+        passes = relu_grad.flatten(1).abs().amax(dim=1) > 0
         if bool(passes.all()):
             return relu_grad
         redirected = grad.masked_fill((x < 0) & (grad > 0), 0)
