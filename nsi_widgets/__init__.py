@@ -20,6 +20,7 @@ from . import zoo
 
 _WIDGETS = ("NeuronGrid", "NeuronCard", "ColorSelectivityHistogram", "ClassSelectivityChart", "Explorer",
             "export_html")
+_SYNTHESIS = ("visualize", "facets", "invert")  # feature visualisation (docs/methods.md section 9)
 
 
 def __getattr__(name):
@@ -28,6 +29,10 @@ def __getattr__(name):
         from . import widgets
 
         return getattr(widgets, name)
+    if name in _SYNTHESIS:
+        from . import synthesis
+
+        return getattr(synthesis, name)
     raise AttributeError(f"module 'nsi_widgets' has no attribute {name!r}")
 
 __all__ = [
@@ -35,5 +40,5 @@ __all__ = [
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
     "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo",
     "deconvnet", "guided_backprop", "gradient",
-    "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection", *_WIDGETS,
+    "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection", *_WIDGETS, *_SYNTHESIS,
 ]

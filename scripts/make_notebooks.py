@@ -1552,6 +1552,170 @@ PROJECTIONS = [
 ]
 
 
+# =============================================================================================
+# 7. Feature visualisation by optimisation (docs/methods.md section 9)
+# =============================================================================================
+SYNTHESIS = [
+    md(r"""
+    # Feature visualisation: what a neuron wants, its facets, and what a layer keeps
+
+    The index shows what *real* images excite a neuron: its top images and their average, the
+    **Neuron Feature**. Feature visualisation asks the network directly, by optimising an image:
+
+    1. **Activation maximisation**: the image that drives one unit as high as possible;
+    2. **Multifaceted visualisation** (Nguyen, Yosinski, Clune 2016): the unit's top images fall into
+       groups (facets); one synthesised image per facet, started from the facet's mean image;
+    3. **Network inversion** (Mahendran & Vedaldi 2015): an image whose features at a layer match
+       those of a given image: what the layer keeps, and what it throws away.
+
+    The priors of the optimisation (colour decorrelation, amplitude spectrum) are computed from the
+    images you give, here the embedded default's, not taken from ImageNet. Everything runs on a CPU
+    in well under a minute.
+    """),
+    code(r"""
+    import numpy as np
+    import plotly.express as px
+    import torch
+
+    import nsi_widgets as nsi
+    from nsi_widgets.synthesis import ATTACHMENT_NAME, image_statistics, inversion_figure, synthesise_unit
+
+    torch.set_num_threads(1)
+    model, data = nsi.zoo.load("shapes")
+    layers = nsi.zoo.conv_layers(model)
+    deepest = layers[-1]
+    idx = nsi.index_neurons(model, data, layers=[deepest], top_n=30, indexes=(), progress=False)
+    L = idx[deepest]
+    print(deepest, L.n_units, "units,", int(L.dead.sum()), "dead; image size", data.image_size)
+    """, SHOW_IMAGES),
+    md(r"""
+    ## 1. The priors come from your images
+
+    `image_statistics(data)` measures the colour covariance of the pixels (its square root decorrelates
+    the colours the optimiser changes) and the mean amplitude spectrum (it scales the Fourier
+    coefficients the optimiser changes). lucid ships both for ImageNet; here they are the shapes'.
+    """),
+    code(r"""
+    stats = image_statistics(data)
+    print("mean colour", np.round(stats.mean, 3))
+    print("colour matrix M (x - mean = M z)\n", np.round(stats.color_matrix, 3))
+    f = np.fft.rfftfreq(stats.image_size[1])[1:]
+    px.line(x=f, y=stats.spectrum[0, 1:], log_x=True, log_y=True, labels={"x": "cycles per pixel", "y": "amplitude"},
+            title="Amplitude spectrum of the shapes (horizontal frequencies)").update_layout(height=300)
+    """),
+    md(r"""
+    ## 2. Activation maximisation beside the Neuron Feature and the top image
+
+    `nsi.visualize` optimises one image per unit, all units of a call in one batch. By default it
+    maximises the unit at the **centre of the map** (the synthetic counterpart of the index's top
+    activation, which is one position), with the Fourier parameterisation and lucid's random
+    jitter, scale and rotation at each step. `.activations` is the objective on the final image;
+    compare it with the best dataset image's activation.
+    """),
+    code(r"""
+    units = [int(u) for u in np.flatnonzero(~L.dead)[:5]]
+    v = nsi.visualize(model, deepest, units, decorrelate=stats, progress=False)
+    for u, a in zip(units, v.activations):
+        print(f"unit {u:2d}: synthesised {a:7.2f}   best dataset image {L.top_activations[u, 0]:6.2f}")
+    images, titles = [], []
+    for row, u in enumerate(units):
+        top = data[int(L.top_indices[u, 0])][0].permute(1, 2, 0).numpy()
+        images += [v.images[row], top]
+        titles += [f"unit {u}: synthesised", f"unit {u}: top image"]
+    show_images(images, titles, height=420, wrap=4)
+    """),
+    code(r"""
+    nf = [np.clip(L.neuron_features[u], 0, 1) for u in units]
+    show_images(nf, [f"unit {u}: Neuron Feature" for u in units], height=200)
+    """),
+    md(r"""
+    The Neuron Feature is an **average of real crops**: blurry where the top images differ, sharp
+    where they agree. The synthesised image shows what the unit **wants**, exaggerated: at this
+    depth the receptive field is larger than the image, so the whole image is the unit's input.
+
+    ## 3. How the settings change the picture
+
+    One unit, the same seed and steps, six recipes: the Fourier parameterisation against pixels,
+    without the random transformations, without the data's priors (lucid's 1/f spectrum, no colour
+    decorrelation), and with total variation or a centre bias as an image prior.
+    """),
+    code(r"""
+    unit = units[0]
+    recipes = {
+        "default (fft)": {},
+        "pixels": {"param": "pixel"},
+        "no transforms": {"transforms": "none"},
+        "no data priors": {"decorrelate": None, "image_size": data.image_size},
+        "total variation 2": {"regularizers": {"tv": 2.0}},
+        "centre bias 20": {"regularizers": {"center": 20.0}},
+    }
+    # the data's priors unless a recipe says otherwise
+    grid = {name: nsi.visualize(model, deepest, [unit], progress=False, **({"decorrelate": stats} | kw))
+            for name, kw in recipes.items()}
+    show_images([g.images[0] for g in grid.values()],
+                [f"{name}: {g.activations[0]:.1f}" for name, g in grid.items()], height=230)
+    """),
+    md(r"""
+    Pixels reach high activations with high-frequency patterns; the Fourier parameterisation and the
+    transformations trade some activation for images with structure at the scale of the shapes.
+    Each result keeps its **recipe** (every setting and the seed), so that it can be reproduced:
+    """),
+    code(r"""
+    {k: grid["default (fft)"].recipe[k] for k in ("objective", "steps", "param", "transforms", "seed", "lr")}
+    """),
+    md(r"""
+    ## 4. Facets: a unit that fires for more than one thing
+
+    `nsi.facets` embeds the unit's top images in a code space (the deepest conv layer's averaged
+    output), reduces it with PCA and clusters it with k-means; `k` is chosen by the silhouette when
+    not given. Each facet gets its mean image (its members moved so that the unit's maximum is at
+    the centre) and a visualisation started from it, with the paper's regularisers (normalised
+    gradient steps, total-variation denoising between steps, a centre region that grows).
+    """),
+    code(r"""
+    f = nsi.facets(model, data, idx, deepest, unit, progress=False)
+    print(f, "silhouettes:", {k: round(s, 2) for k, s in f.silhouettes.items()})
+    images, titles = [], []
+    for j, members in enumerate(f.members):
+        images += [f.mean_images[j], f.images[j]] + [data[int(i)][0].permute(1, 2, 0).numpy() for i in members[:2]]
+        titles += [f"facet {j}: mean of {len(members)}", f"facet {j}: visualisation", "member", "member"]
+    show_images(images, titles, height=230 * f.k, wrap=4)
+    """),
+    md(r"""
+    ## 5. Network inversion: what each layer keeps
+
+    `nsi.invert` looks for an image whose features at a layer equal those of the original
+    (relative feature error), with Mahendran & Vedaldi's priors (an alpha-norm with a = 6 and total
+    variation with b = 2). The first layer keeps nearly everything (high PSNR); the deepest keeps
+    what the classifier needs: the reconstruction is still classified like the original, though it
+    looks little like it.
+    """),
+    code(r"""
+    originals = data.images([0, 1, 2, 3])
+    inversions = {layer: nsi.invert(model, layer, originals, steps=150, progress=False)
+                  for layer in (layers[0], layers[2], deepest)}
+    with torch.no_grad():
+        same = (model(torch.from_numpy(inversions[deepest].images).permute(0, 3, 1, 2)).argmax(1)
+                == model(originals).argmax(1)).float().mean()
+    print(f"reconstructions from {deepest} classified like the originals: {same:.0%}")
+    inversion_figure(inversions, max_images=4)
+    """),
+    md(r"""
+    ## 6. In the Explorer
+
+    The neuron card shows a unit's synthesised image and facets. `synthesise_unit` computes both
+    for one unit (the card calls it from a button) and returns the index's `"synthesis"`
+    attachment, which is saved with the index file and exported with the page:
+    """),
+    code(r"""
+    update = synthesise_unit(idx, model, data, deepest, unit, lambda fraction, message: None)
+    idx.attach(ATTACHMENT_NAME, update)
+    idx.to_pandas().query("unit == @unit")[["layer", "unit", "top_activation", "synthesis.am_activation",
+                                             "synthesis.n_facets"]]
+    """),
+]
+
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "quickstart": QUICKSTART,
     "colour_selectivity": COLOUR,
@@ -1559,6 +1723,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "annotating_neurons": ANNOTATING,
     "own_model_and_images": OWN,
     "projections": PROJECTIONS,
+    "feature_visualisation": SYNTHESIS,
 }
 
 
