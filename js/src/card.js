@@ -102,8 +102,7 @@ export function mountCard(store, kernel, units, el, { layerControl = false, focu
   const sectionsBox = h("div", { class: "nsi-card-sections" });
   const editorBox = h("div", { class: "nsi-card-editor" });
   const emptyNote = h("div", { class: "nsi-muted nsi-card-empty", text: "No unit to show: the grid lists none." });
-  const root = h("div", { class: "nsi-card" }, title, emptyNote, sectionsBox,
-    h("div", { class: "nsi-section-title", text: "annotation" }), editorBox);
+  const root = h("div", { class: "nsi-card" }, title, emptyNote, sectionsBox, editorBox);
   el.append(root);
 
   let slots = [];
@@ -148,7 +147,7 @@ export function mountCard(store, kernel, units, el, { layerControl = false, focu
 
   const editor = mountEditor(store, kernel, editorBox, { focusGrid });
   // a wide card (stacked layout, full column) puts its sections side by side
-  const observer = new ResizeObserver(() => { root.dataset.wide = root.clientWidth >= 640 ? "1" : "0"; });
+  const observer = new ResizeObserver(() => { root.dataset.wide = root.clientWidth >= 520 ? "1" : "0"; });
   observer.observe(root);
   const unsubscribe = store.subscribe((changed) => {
     if (changed.has("card_views")) buildSections();

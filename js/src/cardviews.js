@@ -103,8 +103,8 @@ registerCardView("top_images", {
     const gray = payload && payload.gray ? typed(payload.gray) : new Float32Array(0);
     const spark = h("div", { class: "nsi-spark-box" });
     const legendText = acts.length ? `top-${acts.length} activations by rank` + (gray.length ? " · dashed: grey crops" : "") : "";
-    el.append(spark, h("div", { class: "nsi-caption", text: legendText }));
-    renderSparkline(spark, acts, gray.length === acts.length ? gray : null, { width: 300, height: 44 });
+    el.append(h("div", { class: "nsi-spark-row" }, spark, h("div", { class: "nsi-caption", text: legendText })));
+    renderSparkline(spark, acts, gray.length === acts.length ? gray : null, { width: 240, height: 30 });
     if (!payload) { loading(el, "loading the top images…"); return null; }
     const mosaic = h("div", { class: "nsi-mosaic" });
     el.append(mosaic);
@@ -121,8 +121,7 @@ registerCardView("top_images", {
       if (gray.length) lines.push(`grey activation ${fmt(gray[i], 4)}`);
       if (classes[i]) lines.push(`class ${classes[i]}`);
       mosaic.append(h("div", { class: `nsi-tile${i >= k ? " nsi-tile-nocrop" : ""}`, title: lines.join("\n") }, canvas,
-        h("div", { class: "nsi-crop-cap" }, h("span", { class: "nsi-crop-a", text: fmt(acts[i]) }),
-          gray.length ? h("span", { class: "nsi-crop-g", text: fmt(gray[i]) }) : null),
+        h("div", { class: "nsi-crop-cap" }, h("span", { class: "nsi-crop-a", text: fmt(acts[i]) })),
         classes[i] ? h("div", { class: "nsi-crop-class", text: classes[i] }) : null));
     }
     if (!count) mosaic.append(h("div", { class: "nsi-muted", text: "no top images stored" }));

@@ -45,14 +45,16 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
   const historyList = h("ol", { class: "nsi-history-list" });
   const historySummary = h("summary", { text: "history" });
   const history = h("details", { class: "nsi-history" }, historySummary, historyList);
-  const hint = h("div", { class: "nsi-caption nsi-ann-keys",
-    text: "L label · Enter save + next · PgDn/PgUp move · Esc leave" });
+  const hint = h("span", { class: "nsi-caption nsi-ann-keys", title: "L: type a label · Enter: save and next · " +
+    "Shift+Enter: save and previous · Page Down / Page Up (Alt+Down / Alt+Up): move without saving · Esc: leave the box",
+  text: "L label · ⏎ save+next · PgDn/PgUp move · Esc" });
   const root = h("div", { class: "nsi-editor" },
-    h("div", { class: "nsi-ann-head" }, h("span", { class: "nsi-field-name", text: "as" }), authorInput, authorList),
+    h("div", { class: "nsi-section-title nsi-ann-head" }, h("span", { text: "annotation" }),
+      h("span", { class: "nsi-ann-as", text: "as" }), authorInput, authorList, hint),
     current,
     h("div", { class: "nsi-ann" }, label, tags, note,
       h("div", { class: "nsi-ann-actions" }, saveButton, undoButton, redoButton, status)),
-    guard, kernelNote, hint, history);
+    guard, kernelNote, history);
   el.append(root);
   guard.hidden = true;
 
@@ -72,9 +74,11 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
     return f.label !== baseline.label || f.tags !== baseline.tags || f.note !== baseline.note;
   };
 
+  let statusTime = 0;
   function setStatus(text, kind = "") {
     status.textContent = text;
     status.dataset.kind = kind;
+    statusTime = performance.now();
   }
 
   function showSaved(annotation) {
@@ -132,7 +136,7 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
   function showKernel(st) {
     const text = STATUS_TEXT[st] || "";
     kernelNote.textContent = store.data.editable ? text : "";
-    kernelNote.style.display = kernelNote.textContent ? "" : "none";
+    kernelNote.style.display = kernelNote.textContent ? "block" : "none";
     root.dataset.kernel = st;
     updateControls();
   }
@@ -155,7 +159,8 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
     if (next.layer === target.layer && next.unit === target.unit) return false;
     target = next;
     hideGuard();
-    if (status.dataset.kind === "dirty") setStatus("");
+    // the last save's result stays while labelling on (Enter), not when coming back later
+    if (status.dataset.kind === "dirty" || (status.dataset.kind === "ok" && performance.now() - statusTime > 4000)) setStatus("");
     fill();
     askState();
     return true;
@@ -247,18 +252,20 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
     return true;
   });
 
+  // after the guard, the keyboard stays in the label box (of the unit now shown)
   guardSave.addEventListener("click", () => {
     const p = pendingMove;
     if (!p) return;
     hideGuard();
     save({ then: p.proceed });
-    if (dirty()) { guard.hidden = false; pendingMove = p; }
+    if (dirty()) { guard.hidden = false; pendingMove = p; } else focusLabel();
   });
   guardDiscard.addEventListener("click", () => {
     const p = pendingMove;
     restoreFields();
     hideGuard();
     if (p) p.proceed();
+    focusLabel();
   });
   guardKeep.addEventListener("click", () => {
     const p = pendingMove;

@@ -280,6 +280,8 @@ export function mountGrid(store, el) {
 
   const unsubscribe = store.subscribe((changed) => {
     if (changed.has("selection")) selected = new Set(store.state.selection);
+    // a range (shift) starts from the unit shown, however it was chosen (card arrows, Python...)
+    if (changed.has("unit") && store.state.selection.length <= 1) anchor = store.state.unit;
     if (changed.has("layers") || changed.has("layer")) loadLayer();
     const redraw = ["order", "annotations", "layers", "sort_by", "cell_size", "grid_height", "ui.zoom"].some((k) => changed.has(k));
     if (redraw) {

@@ -122,7 +122,7 @@ export function createStore(model, { followFirst = true } = {}) {
     }
   }
 
-  function commit(result, extra = new Set()) {
+  function commit(result, extra = new Set(), { write = true } = {}) {
     const changed = new Set(extra);
     for (const name of STATE) if (!same(state[name], result.state[name])) changed.add(name);
     const orderChanged = result.order.length !== order.length || result.order.some((u, i) => u !== order[i]);
@@ -130,7 +130,7 @@ export function createStore(model, { followFirst = true } = {}) {
     order = result.order;
     posOf = result.posOf;
     if (orderChanged) changed.add("order");
-    writeModel();
+    if (write) writeModel();
     emit(changed);
   }
 
@@ -142,18 +142,21 @@ export function createStore(model, { followFirst = true } = {}) {
     const keys = new Set(Object.keys(partial));
     const result = reconcile({ ...state, ...partial }, keys);
     const moves = result.state.layer !== state.layer || result.state.unit !== state.unit;
+    // Python sends consistent states: a change from the model is taken, not written back (writing
+    // back a step of a sequence Python is still making would undo the rest of it)
+    const write = source !== "model";
     if (moves && guard) {
       const held = guard({
         to: { layer: result.state.layer, unit: result.state.unit },
-        proceed: () => { const again = reconcile({ ...state, ...partial }, keys); commit(again, extra); },
-        cancel: () => { if (source === "model") { writeModel(); } },
+        proceed: () => { const again = reconcile({ ...state, ...partial }, keys); commit(again, extra, { write }); },
+        cancel: () => { if (source === "model") writeModel(); }, // keep editing: Python follows back
       });
       if (held) {
         if (extra.size) emit(extra);
         return false;
       }
     }
-    commit(result, extra);
+    commit(result, extra, { write });
     return true;
   }
 

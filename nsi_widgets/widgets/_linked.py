@@ -339,6 +339,14 @@ class LinkedWidget(_LinkedModel):
         if keys:
             self._reconcile(keys)
 
+    def notify_change(self, change):
+        # a state trait set in Python travels with what follows from it, as one consistent update
+        if change["name"] in STATE_TRAITS and not self._settling and getattr(self, "comm", None) is not None:
+            with self.hold_sync():
+                super().notify_change(change)
+        else:
+            super().notify_change(change)
+
     @t.observe(*STATE_TRAITS)
     def _on_state(self, change):
         if self._settling:
