@@ -207,15 +207,23 @@ def test_box_resize_matches_brute_force():
 
 
 def test_grid_thumbnails_are_one_png_sprite_of_the_features(idx):
-    grid = NeuronGrid(idx, "conv2", thumb_size=16)
+    # tiles of thumb_size pixels: the 13 px features scaled down to 8 px ...
+    grid = NeuronGrid(idx, "conv2", thumb_size=8)
     L = idx["conv2"]
     sheet = _png(grid.thumbs)
     cols = grid.sprite_cols
-    assert cols == 40 and sheet.shape == (16, 40 * 16, 3)
-    expected = _data.to_uint8(_data.box_resize(L.neuron_features, 16, 16))
+    assert cols == 40 and grid.layer_payload()["thumb_size"] == 8 and sheet.shape == (8, 40 * 8, 3)
+    expected = _data.to_uint8(_data.box_resize(L.neuron_features, 8, 8))
     for unit in (0, 7, 39):
         r, c = divmod(unit, cols)
-        np.testing.assert_array_equal(sheet[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16], expected[unit])
+        np.testing.assert_array_equal(sheet[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8], expected[unit])
+    # ... but never scaled up: 13 px features travel as they are (the browser scales them, pixelated)
+    grid = NeuronGrid(idx, "conv2", thumb_size=32)
+    sheet = _png(grid.thumbs)
+    assert grid.layer_payload()["thumb_size"] == 13 and sheet.shape == (13, 40 * 13, 3)
+    np.testing.assert_array_equal(sheet[:, 7 * 13:8 * 13], _data.to_uint8(L.neuron_features[7]))
+    # a big layer's sheet stays square-ish (browser image size limits)
+    assert _data.sprite_columns(40) == 40 and _data.sprite_columns(4096) == 64 and _data.sprite_columns(50_000) == 224
 
 
 def _binary_and_json(state) -> tuple[int, int]:
@@ -561,7 +569,7 @@ def test_export_html_is_standalone_and_escapes_user_text(idx, store, tmp_path):
     assert state["annotations"]["conv1"]["2"]["note"] == "</script><script>alert(2)</script>"
     assert state["editable"] is False and state["_views"] == list(ex._views)
     thumbs = base64.b64decode(state["layer_data"]["conv2"]["thumbs"]["__bytes__"])
-    assert _png(thumbs).shape == (32, 40 * 32, 3)
+    assert _png(thumbs).shape == (13, 40 * 13, 3)  # the 13 px features as they are
     # the page's state is the Explorer's: the same traits, the same layer, unit, sort and filters
     for name in ("layer", "unit", "sort_by", "descending", "filters", "selection", "author", "card_views"):
         assert state[name] == json.loads(json.dumps(getattr(ex, name))), name

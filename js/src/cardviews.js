@@ -6,7 +6,7 @@
 // for the unit; undefined while it travels), spec ({key, title, placement, compute, ...}), info }.
 // `render` is called again whenever the unit or its payload changes (into an emptied `el`).
 import { clear, decodeBitmap, fmt, h, pngBlob, prettyName, toU8 } from "./util.js";
-import { drawThumb } from "./layerdata.js";
+import { showThumb } from "./layerdata.js";
 import { classBars } from "./classes.js";
 import { renderClassBars, renderSparkline } from "./bars.js";
 import { typed } from "./wire.js";
@@ -47,8 +47,8 @@ registerCardView("summary", {
       cleanups.push(done);
     } else {
       // the grid's thumbnail until the full-size feature arrives
-      picture = h("canvas", { class: "nsi-nf nsi-pixelated nsi-nf-placeholder", width: "1", height: "1" });
-      if (!drawThumb(picture, data, unit)) picture.classList.add("nsi-nothumb");
+      picture = h("div", { class: "nsi-nf nsi-pixelated nsi-nf-placeholder" });
+      if (!showThumb(picture, data, unit, 96)) picture.classList.add("nsi-nothumb");
     }
     const caption = payload ? (size.length ? `Neuron Feature · ${size[0]}×${size[1]} px` : "no Neuron Feature stored") : "Neuron Feature";
     const table = h("table", { class: "nsi-scores" });

@@ -4,12 +4,14 @@
 // scroll of one row redraws only the cells of the row that comes into view; the others keep
 // their content and their place. Thumbnails come from the layer's one decoded ImageBitmap.
 import { clear, fmt, h, prettyName } from "./util.js";
-import { BAR_COLORS, drawThumb, thumbBitmap } from "./layerdata.js";
+import { BAR_COLORS, showThumb, thumbSheet } from "./layerdata.js";
 
 const GAP = 6; // px between cells
 const META_H = 28; // px under the thumbnail: unit id and value, label
 const BAR_H = 4; // px per mini index bar
-const BUFFER_ROWS = 2;
+// rows drawn beyond the view: a few ahead, so a row is painted before it scrolls in
+const BUFFER_ABOVE = 1;
+const BUFFER_BELOW = 3;
 
 export function mountGrid(store, el) {
   const spacer = h("div", { class: "nsi-spacer" });
@@ -38,6 +40,8 @@ export function mountGrid(store, el) {
     get columns() { return columns; },
     get poolSize() { return poolSize; },
     draws: 0,
+    paints: 0,
+    paintMs: 0,
   };
 
   function valueKey() {
@@ -46,7 +50,7 @@ export function mountGrid(store, el) {
   }
 
   function makeCell() {
-    const canvas = h("canvas", { class: "nsi-thumb", width: "1", height: "1" });
+    const canvas = h("div", { class: "nsi-thumb" });
     const unitText = h("span", { class: "nsi-unit" });
     const valueText = h("span", { class: "nsi-val" });
     const labelText = h("div", { class: "nsi-label" });
@@ -65,9 +69,8 @@ export function mountGrid(store, el) {
   function drawCell(cell, unit) {
     root.__nsi.draws++;
     const { canvas, unitText, valueText, labelText, bars } = cell._parts;
-    const drawn = drawThumb(canvas, layer, unit);
+    const drawn = showThumb(canvas, layer, unit, store.data.cellSize || 64);
     canvas.classList.toggle("nsi-nothumb", !drawn);
-    if (!drawn) canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
     unitText.textContent = String(unit);
     const names = layer.barNames;
     while (bars.children.length < names.length) bars.append(h("span", { class: "nsi-ibar" }, h("span", { class: "nsi-ibar-fill" })));
@@ -77,8 +80,9 @@ export function mountGrid(store, el) {
       const v = layer.scores[name][unit];
       const [lo, hi] = layer.ranges[name];
       const fill = bars.children[i].firstChild;
-      fill.style.width = Number.isFinite(v) ? `${Math.max(0, Math.min(100, (100 * (v - lo)) / (hi - lo)))}%` : "0%";
-      fill.style.background = BAR_COLORS[i % BAR_COLORS.length];
+      // scaleX, not width: no layout work per cell
+      fill.style.transform = `scaleX(${Number.isFinite(v) ? Math.max(0, Math.min(1, (v - lo) / (hi - lo))) : 0})`;
+      if (!fill.style.background) fill.style.background = BAR_COLORS[i % BAR_COLORS.length];
       bars.children[i].classList.toggle("nsi-ibar-key", name === sortBy);
     });
     const key = valueKey();
@@ -86,12 +90,7 @@ export function mountGrid(store, el) {
     valueText.textContent = dead ? "dead" : key ? fmt(layer.scores[key][unit]) : "";
     const annotation = store.annotation(unit);
     labelText.textContent = annotation && annotation.label ? annotation.label : "";
-    const lines = [`unit ${unit}${dead ? " (dead)" : ""}`];
-    for (const name of layer.names) lines.push(`${prettyName(name)}: ${fmt(layer.scores[name][unit])}`);
-    if (annotation && annotation.label) lines.push(`label: ${annotation.label}`);
-    if (annotation && annotation.tags && annotation.tags.length) lines.push(`tags: ${annotation.tags.join(", ")}`);
-    if (annotation && annotation.note) lines.push(`note: ${annotation.note}`);
-    cell.title = lines.join("\n"); // attribute text, not HTML
+    cell._titled = false; // the tooltip is written when the pointer comes (see "pointerover")
     cell.classList.toggle("nsi-dead", dead);
     cell.classList.toggle("nsi-annotated", !!(annotation && annotation.label));
     cell.dataset.unit = String(unit);
@@ -119,7 +118,7 @@ export function mountGrid(store, el) {
     spacer.style.height = `${rows * newH + GAP}px`;
     root.style.setProperty("--nsi-cell", `${size}px`);
     const visibleRows = Math.ceil(height / newH) + 1;
-    const newPool = (visibleRows + 2 * BUFFER_ROWS) * newColumns;
+    const newPool = (visibleRows + BUFFER_ABOVE + BUFFER_BELOW + 1) * newColumns;
     if (newColumns !== columns || newW !== cellW || newH !== cellH || newPool !== poolSize) {
       columns = newColumns;
       cellW = newW;
@@ -132,13 +131,20 @@ export function mountGrid(store, el) {
 
   function paint() {
     if (destroyed || !layer) return;
+    const t0 = performance.now();
+    paintCells();
+    root.__nsi.paintMs += performance.now() - t0;
+    root.__nsi.paints++;
+  }
+
+  function paintCells() {
     layout();
     const order = store.order;
     const top = scroller.scrollTop;
     const height = scroller.clientHeight || 420;
     const rows = Math.ceil(order.length / columns);
-    const r0 = Math.max(0, Math.floor(top / cellH) - BUFFER_ROWS);
-    const r1 = Math.min(rows, Math.ceil((top + height) / cellH) + BUFFER_ROWS);
+    const r0 = Math.max(0, Math.floor(top / cellH) - BUFFER_ABOVE);
+    const r1 = Math.min(rows, Math.ceil((top + height) / cellH) + BUFFER_BELOW);
     const p0 = r0 * columns;
     const p1 = Math.min(order.length, r1 * columns, p0 + poolSize);
     for (let p = p0; p < p1; p++) {
@@ -196,7 +202,7 @@ export function mountGrid(store, el) {
     root.dataset.layer = layer ? layer.name : "";
     scroller.scrollTop = 0;
     const wanted = layer;
-    thumbBitmap(layer).then(() => {
+    thumbSheet(layer).then(() => {
       if (destroyed || layer !== wanted) return;
       generation++;
       paint();
@@ -213,6 +219,21 @@ export function mountGrid(store, el) {
     const [lo, hi] = pa <= pb ? [pa, pb] : [pb, pa];
     return Array.from(store.order.subarray(lo, hi + 1));
   }
+
+  function tooltip(cell) {
+    const unit = cell._unit;
+    const annotation = store.annotation(unit);
+    const lines = [`unit ${unit}${layer.dead[unit] ? " (dead)" : ""}`];
+    for (const name of layer.names) lines.push(`${prettyName(name)}: ${fmt(layer.scores[name][unit], 4)}`);
+    if (annotation && annotation.label) lines.push(`label: ${annotation.label}`);
+    if (annotation && annotation.tags && annotation.tags.length) lines.push(`tags: ${annotation.tags.join(", ")}`);
+    if (annotation && annotation.note) lines.push(`note: ${annotation.note}`);
+    return lines.join("\n"); // attribute text, not HTML
+  }
+  spacer.addEventListener("pointerover", (e) => {
+    const cell = e.target.closest(".nsi-cell");
+    if (cell && cell._pos >= 0 && !cell._titled) { cell.title = tooltip(cell); cell._titled = true; }
+  });
 
   spacer.addEventListener("click", (e) => {
     const cell = e.target.closest(".nsi-cell");

@@ -1,11 +1,11 @@
 // One layer's data as the front end holds it (nsi_widgets/widgets/_data.py:layer_payload),
 // decoded once per payload: typed arrays over the binary buffers, the thumbnail sheet as one
-// ImageBitmap shared by every view.
-import { decodeBitmap, toU8 } from "./util.js";
+// decoded image shared by every view.
+import { pngBlob, toU8 } from "./util.js";
 import { shapeOf, typed } from "./wire.js";
 
 const decoded = new WeakMap();
-const bitmaps = new Map(); // signature of the PNG bytes -> Promise<ImageBitmap|null>
+const sheets = new Map(); // signature of the PNG bytes -> Promise<{url, img}|null>
 
 export const BAR_COLORS = ["var(--nsi-accent)", "#E69F00", "#009E73", "#CC79A7"];
 
@@ -47,33 +47,46 @@ export function decodeLayer(raw) {
     thumbs: raw.thumbs, T: raw.thumb_size || 0, cols: raw.sprite_cols || 0, rf: raw.receptive_field || {},
     unitActs: (u) => (acts && topN ? acts.subarray(u * topN, (u + 1) * topN) : new Float32Array(0)),
     unitLabels: (u) => (labels && topN ? labels.subarray(u * topN, (u + 1) * topN) : new Int16Array(0)),
-    bitmap: null,
+    sheet: null,
   };
   decoded.set(raw, layer);
   return layer;
 }
 
-/** The layer's thumbnail sheet as an ImageBitmap, decoded once (null without thumbnails). */
-export function thumbBitmap(layer) {
+/**
+ * The layer's thumbnail sheet, decoded once: a blob: URL that every thumbnail shows part of as
+ * its CSS background (one decoded image for the whole grid; no canvas per cell). Resolves to the
+ * URL once the image is decoded, or null without thumbnails.
+ */
+export function thumbSheet(layer) {
   if (!layer || !layer.T || !toU8(layer.thumbs).byteLength) return Promise.resolve(null);
   const key = signature(layer.name, layer.thumbs);
-  if (!bitmaps.has(key)) {
-    bitmaps.set(key, decodeBitmap(layer.thumbs).catch((err) => {
+  if (!sheets.has(key)) {
+    const blob = pngBlob(layer.thumbs);
+    const url = URL.createObjectURL(blob);
+    const img = new Image();
+    img.src = url;
+    sheets.set(key, img.decode().then(() => ({ url, img }), (err) => {
       console.error("nsi-widgets: could not decode the thumbnails", err);
       return null;
     }));
   }
-  return bitmaps.get(key).then((bm) => { layer.bitmap = bm; return bm; });
+  return sheets.get(key).then((sheet) => {
+    layer.sheet = sheet;
+    return sheet ? sheet.url : null;
+  });
 }
 
-/** Draw unit `u`'s thumbnail into a canvas (sized to the tile); false without a bitmap. */
-export function drawThumb(canvas, layer, u) {
-  const bm = layer && layer.bitmap;
-  const T = layer ? layer.T : 0;
-  if (!bm || !T) return false;
-  if (canvas.width !== T) { canvas.width = T; canvas.height = T; }
-  const ctx = canvas.getContext("2d");
-  ctx.clearRect(0, 0, T, T);
-  ctx.drawImage(bm, (u % layer.cols) * T, Math.floor(u / layer.cols) * T, T, T, 0, 0, T, T);
+/** Show unit `u`'s thumbnail in `el` at `size` CSS pixels (false before the sheet is decoded). */
+export function showThumb(el, layer, u, size) {
+  const sheet = layer && layer.sheet;
+  if (!sheet || !layer.T) {
+    el.style.backgroundImage = "";
+    return false;
+  }
+  const rows = Math.ceil(layer.n / layer.cols);
+  el.style.backgroundImage = `url("${sheet.url}")`;
+  el.style.backgroundSize = `${layer.cols * size}px ${rows * size}px`;
+  el.style.backgroundPosition = `${-(u % layer.cols) * size}px ${-Math.floor(u / layer.cols) * size}px`;
   return true;
 }
