@@ -200,6 +200,8 @@ export function mountGrid(store, el) {
     generation++;
     root.dataset.ready = "0";
     root.dataset.layer = layer ? layer.name : "";
+    // tiles sent smaller than the receptive field are scaled smoothly; small fields stay crisp
+    root.classList.toggle("nsi-smooth", !!(layer && layer.rf.size && layer.rf.size[0] > layer.T));
     scroller.scrollTop = 0;
     const wanted = layer;
     thumbSheet(layer).then(() => {

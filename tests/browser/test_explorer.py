@@ -514,9 +514,14 @@ def test_docs_screenshot(lab):
     page = lab.page
     page.set_viewport_size({"width": 1600, "height": 1150})
     page.evaluate("() => { const app = window.jupyterapp; if (!app.shell.leftCollapsed) app.commands.execute('application:toggle-left-area'); }")
-    s = py(lab, "ex.layer = 'conv1'\nex.clear_filters()\nex.sort_by = 'color_selectivity'\nex.descending = True\n"
+    # conv5, most class-selective first, its first units named after their top images' majority class
+    s = py(lab, "ex.layer = 'conv5'\nex.clear_filters()\nex.sort_by = 'class_selectivity'\nex.descending = True\n"
+                "L5 = idx['conv5']\n"
+                "for u in ex.order[:6]:\n"
+                "    labels = L5.top_labels[u][L5.top_labels[u] >= 0]\n"
+                "    ex.annotate(idx.class_names[int(np.bincount(labels).argmax())] + ' detector', unit=u)\n"
                 "ex.unit = ex.order[0]\nresult = state()")
-    wait_card(lab, s["unit"], "conv1")
+    wait_card(lab, s["unit"], "conv5")
     page.wait_for_function(f"() => document.querySelector({JS_APP!r}).dataset.layout === 'wide'")
     page.locator(f"{CARD} .nsi-crop").first.wait_for()
     page.eval_on_selector(APP, "el => el.scrollIntoView({block: 'start'})")
