@@ -1,7 +1,7 @@
 // The neuron card and the card views' slots (a section of the card, or a tab beside it).
 // The card follows the store's unit and steps through the grid's order; its sections are the
 // registered views (cardviews.js) with placement "card"; the annotation editor closes it.
-import { clear, fillSelect, h } from "./util.js";
+import { clear, fillSelect, h, setStyle, setText } from "./util.js";
 import { cardView } from "./cardviews.js";
 import { mountEditor } from "./editor.js";
 
@@ -117,21 +117,21 @@ export function mountCard(store, kernel, units, el, { layerControl = false, focu
     const { layer, unit } = store.state;
     const data = store.layer();
     const has = unit !== null && unit !== undefined && data;
-    root.dataset.layer = layer;
-    root.dataset.unit = has ? String(unit) : "";
-    layerName.textContent = layer;
-    unitName.textContent = has ? String(unit) : "—";
-    badge.style.display = has && data.dead[unit] ? "" : "none";
+    if (root.dataset.layer !== layer) root.dataset.layer = layer;
+    if (root.dataset.unit !== (has ? String(unit) : "")) root.dataset.unit = has ? String(unit) : "";
+    setText(layerName, layer);
+    setText(unitName, has ? String(unit) : "—");
+    setStyle(badge, "display", has && data.dead[unit] ? "" : "none");
     const at = has ? store.posOf[unit] : -1;
-    position.textContent = has && at >= 0 ? `${at + 1} of ${store.order.length} in the grid` : "";
+    setText(position, has && at >= 0 ? `${at + 1} of ${store.order.length} in the grid` : "");
     fillSelect(layerSelect, store.data.info.layers || []);
-    layerSelect.value = layer;
-    unitInput.value = has ? String(unit) : "";
+    if (layerSelect.value !== layer) layerSelect.value = layer;
+    if (unitInput.value !== (has ? String(unit) : "")) unitInput.value = has ? String(unit) : "";
     unitInput.max = String(Math.max(0, (data ? data.n : 1) - 1));
     prev.disabled = !has || at <= 0;
     next.disabled = !has || at < 0 || at >= store.order.length - 1;
-    emptyNote.style.display = has ? "none" : "";
-    sectionsBox.style.display = has ? "" : "none";
+    setStyle(emptyNote, "display", has ? "none" : "");
+    setStyle(sectionsBox, "display", has ? "" : "none");
     if (has) units.ensure(layer, [unit, ...PREFETCH.map((d) => store.neighbour(d, unit))]);
   }
 

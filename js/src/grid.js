@@ -3,7 +3,7 @@
 // The cell pool is keyed by display position (position p lives in pool[p % poolSize]), so a
 // scroll of one row redraws only the cells of the row that comes into view; the others keep
 // their content and their place. Thumbnails come from the layer's one decoded ImageBitmap.
-import { clear, fmt, h, prettyName } from "./util.js";
+import { clear, fmt, h, prettyName, setStyle } from "./util.js";
 import { BAR_COLORS, showThumb, thumbSheet } from "./layerdata.js";
 
 const GAP = 6; // px between cells
@@ -115,8 +115,8 @@ export function mountGrid(store, el) {
     const maxHeight = store.data.gridHeight || 420;
     const height = Math.max(newH + 2 * GAP, Math.min(maxHeight, rows * newH + GAP + 2));
     if (scroller.style.height !== `${height}px`) scroller.style.height = `${height}px`;
-    spacer.style.height = `${rows * newH + GAP}px`;
-    root.style.setProperty("--nsi-cell", `${size}px`);
+    setStyle(spacer, "height", `${rows * newH + GAP}px`);
+    if (root.style.getPropertyValue("--nsi-cell") !== `${size}px`) root.style.setProperty("--nsi-cell", `${size}px`);
     const visibleRows = Math.ceil(height / newH) + 1;
     const newPool = (visibleRows + BUFFER_ABOVE + BUFFER_BELOW + 1) * newColumns;
     if (newColumns !== columns || newW !== cellW || newH !== cellH || newPool !== poolSize) {
@@ -129,22 +129,25 @@ export function mountGrid(store, el) {
     }
   }
 
-  function paint() {
+  /** Draw the window; `visibleOnly` (after a re-sort, new data) leaves the rows beyond the view
+   * to the next frame, so the change shows after drawing only what is seen. */
+  function paint(visibleOnly = false) {
     if (destroyed || !layer) return;
     const t0 = performance.now();
-    paintCells();
+    paintCells(visibleOnly);
     root.__nsi.paintMs += performance.now() - t0;
     root.__nsi.paints++;
+    if (visibleOnly) schedule();
   }
 
-  function paintCells() {
+  function paintCells(visibleOnly) {
     layout();
     const order = store.order;
     const top = scroller.scrollTop;
     const height = scroller.clientHeight || 420;
     const rows = Math.ceil(order.length / columns);
-    const r0 = Math.max(0, Math.floor(top / cellH) - BUFFER_ABOVE);
-    const r1 = Math.min(rows, Math.ceil((top + height) / cellH) + BUFFER_BELOW);
+    const r0 = Math.max(0, Math.floor(top / cellH) - (visibleOnly ? 0 : BUFFER_ABOVE));
+    const r1 = Math.min(rows, Math.ceil((top + height) / cellH) + (visibleOnly ? 0 : BUFFER_BELOW));
     const p0 = r0 * columns;
     const p1 = Math.min(order.length, r1 * columns, p0 + poolSize);
     for (let p = p0; p < p1; p++) {
@@ -173,7 +176,7 @@ export function mountGrid(store, el) {
         cell._pos = -1;
       }
     }
-    empty.style.display = order.length || !layer.n ? "none" : "block";
+    setStyle(empty, "display", order.length || !layer.n ? "none" : "block");
   }
 
   function remark() {
@@ -309,7 +312,7 @@ export function mountGrid(store, el) {
     const redraw = ["order", "annotations", "layers", "sort_by", "cell_size", "grid_height", "ui.zoom"].some((k) => changed.has(k));
     if (redraw) {
       generation++;
-      paint();
+      paint(true);
     }
     if (changed.has("unit") || changed.has("selection") || changed.has("order")) {
       remark();

@@ -1,6 +1,6 @@
 // The toolbar: the one layer control, sort, dead/alive, "unlabelled only", search, zoom, counts and
 // labelling progress; below it the range filters as chips (a histogram's brush is one of them).
-import { clear, fillSelect, fmt, h, prettyName } from "./util.js";
+import { clear, fillSelect, fmt, h, prettyName, setStyle, setText } from "./util.js";
 import { barLegend } from "./grid.js";
 
 export function mountToolbar(store, el) {
@@ -53,7 +53,7 @@ export function mountToolbar(store, el) {
     const names = layer ? layer.names : [];
     fillSelect(sortSelect, ["unit", ...names], ["unit", ...names].map(prettyName));
     sortSelect.value = state.sort_by;
-    dirButton.textContent = state.descending ? "↓ desc" : "↑ asc";
+    setText(dirButton, state.descending ? "↓ desc" : "↑ asc");
     dirButton.setAttribute("aria-label", state.descending ? "descending" : "ascending");
     showSelect.value = state.show_units;
     unlabelled.checked = !!state.unlabelled_only;
@@ -62,12 +62,12 @@ export function mountToolbar(store, el) {
     fillSelect(filterKey, names, names.map(prettyName));
     const n = layer ? layer.n : 0;
     const nSel = state.selection.length;
-    countLabel.textContent = `${store.order.length} of ${n} units` + (layer && layer.nDead ? ` · ${layer.nDead} dead` : "") +
-      (nSel ? ` · ${nSel} selected` : "");
+    setText(countLabel, `${store.order.length} of ${n} units` + (layer && layer.nDead ? ` · ${layer.nDead} dead` : "") +
+      (nSel ? ` · ${nSel} selected` : ""));
     const labelled = Object.keys(store.annotations()).length;
-    progress.style.display = store.data.editable || labelled ? "" : "none";
-    progressText.textContent = `${labelled} of ${n} labelled`;
-    progressFill.style.width = `${n ? (100 * labelled) / n : 0}%`;
+    setStyle(progress, "display", store.data.editable || labelled ? "" : "none");
+    setText(progressText, `${labelled} of ${n} labelled`);
+    setStyle(progressFill, "width", `${n ? (100 * labelled) / n : 0}%`);
     const signature = JSON.stringify(state.filters);
     if (chips._nsiFilters !== signature) {
       chips._nsiFilters = signature;

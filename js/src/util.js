@@ -43,6 +43,17 @@ export function s(tag, props, ...children) {
   return el;
 }
 
+/** Set an element's text only when it changes (an equal assignment still relayouts). */
+export function setText(el, text) {
+  const value = String(text);
+  if (el.textContent !== value) el.textContent = value;
+}
+
+/** Set one inline style property only when it changes. */
+export function setStyle(el, name, value) {
+  if (el.style[name] !== value) el.style[name] = value;
+}
+
 /** Remove every child of el. */
 export function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
