@@ -247,9 +247,6 @@ def sprite_sheet(tiles: np.ndarray, columns: int) -> np.ndarray:
         rows * th, columns * tw, ch)
 
 
-def f32_bytes(values: np.ndarray) -> bytes:
-    """Little-endian float32 bytes (what ``new Float32Array(buffer)`` reads in the browser)."""
-    return np.ascontiguousarray(values, dtype="<f4").tobytes()
 
 
 def thumbnail_source(L) -> np.ndarray | None:
@@ -375,30 +372,6 @@ def annotation_dict(annotation: Any, full: bool = False) -> dict:
     return out
 
 
-def annotation_tables(store, layers: Sequence[str], author: str | None = None) -> dict[str, dict[str, dict]]:
-    """``{layer: {str(unit): annotation}}`` of one author (default: the store's), every layer
-    listed (empty without a store); annotations as :func:`annotation_dict` with author and time."""
-    out: dict[str, dict[str, dict]] = {layer: {} for layer in layers}
-    if store is None:
-        return out
-    rows = store.all(author=author) if author is not None else store.all()
-    for key, annotation in rows.items():
-        layer, unit = key[0], int(key[1])
-        if layer in out:
-            out[layer][str(unit)] = annotation_dict(annotation, full=True)
-    return out
-
-
-def layer_annotations(store, layer: str) -> dict[str, dict]:
-    """``{str(unit): {label, note, tags}}`` of one layer (empty without a store)."""
-    if store is None:
-        return {}
-    out = {}
-    for key, annotation in store.all(layer=layer).items():
-        lay, unit = key[0], key[1]
-        if lay == layer:
-            out[str(int(unit))] = annotation_dict(annotation)
-    return out
 
 
 def store_revision(store) -> Any:
