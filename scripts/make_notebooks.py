@@ -867,11 +867,13 @@ ANNOTATING = [
 
     1. one annotator: a store bound to an index, annotate, read, history, undo;
     2. the neuron grid showing and searching the labels;
-    3. three students, each writing their own file, merged into one store;
-    4. the agreement table a teacher reads;
-    5. export to CSV and JSON, and import back with a conflict report.
+    3. labelling in the Explorer with the keyboard, into a store in your working folder;
+    4. three students, each writing their own file, merged into one store;
+    5. the agreement a teacher reads (per neuron each student's label, and a kappa);
+    6. export to CSV and JSON, and import back with a conflict report.
 
-    All files go to a temporary folder that the last cell deletes.
+    The files of sections 1-2 and 4-6 go to a temporary folder that the last cell deletes; the
+    store you label in by hand (section 3) stays in the notebook's folder.
     """),
     code(r"""
     import shutil
@@ -983,7 +985,42 @@ ANNOTATING = [
     grid.search = ""
     """),
     md(r"""
-    ## 4. Three students
+    ## 4. Label in the Explorer, with the keyboard
+
+    The store below lives in the notebook's folder (`my-annotations.sqlite`), so what you label
+    survives closing the notebook, restarting the kernel and running this notebook again. The
+    Explorer shows only the units you have not labelled yet ("unlabelled only", in its toolbar)
+    and counts your progress ("0 of 64 labelled"). Click a unit in the grid, then:
+
+    | key | what it does |
+    |---|---|
+    | `L` (or Enter in the grid) | type a label: the label box gets the focus |
+    | Enter | save, and show the next unit in the grid's order, ready for typing |
+    | Shift+Enter | save, and show the previous unit |
+    | Page Down / Page Up (or Alt+Down / Alt+Up) | move without saving |
+    | Esc | leave the label box, back to the grid (arrow keys move there) |
+
+    Moving away from text you have not saved asks first (save, discard or keep editing). The card
+    has undo and redo and the neuron's history; "as" sets who you are (each author's labels are kept
+    apart). If the kernel restarts, the card says so and saving is off: run this cell again.
+    """),
+    code(r"""
+    my_store = nsi.AnnotationStore("my-annotations.sqlite", index=idx, author="me")
+    explorer = nsi.Explorer(idx, annotations=my_store, layer="conv3", unlabelled_only=True)
+    explorer
+    """),
+    md(r"""
+    The Explorer's state is mirrored in Python: read it, or set it and the views follow. Saving
+    from Python is the same as typing in the card (here one label, so that a fresh run has one).
+    """),
+    code(r"""
+    print("unit shown:", explorer.unit, "| unlabelled units left:", len(explorer.order))
+    if not my_store.all(layer="conv3"):
+        explorer.annotate(f"{nf_colour(L3, explorer.unit)} blob")
+    print("labelled in conv3 so far:", {unit: a.label for (_, unit), a in my_store.all(layer="conv3").items()})
+    """),
+    md(r"""
+    ## 5. Three students
 
     In a class every student labels the same neurons in their own file (no one can overwrite
     anyone). Here three "students" label the eight most colour-selective units of `conv3`. To keep
@@ -1013,7 +1050,7 @@ ANNOTATING = [
     print("one file per student:", {name: path.name for name, path in files.items()})
     """),
     md(r"""
-    ## 5. Merge and compare
+    ## 6. Merge and compare
 
     `nsi.merge_stores` copies the current annotations of every file into one store (here a new
     file, `class.sqlite`). Annotations are kept per author, so the three students' labels sit side
@@ -1039,16 +1076,21 @@ ANNOTATING = [
     """),
     md(r"""
     `Red Blob` (ben) and `red blob` (ana) count as the same label; ben's `Purple Blob` does not.
-    The teacher can now look at the neurons where students disagree: a `NeuronCard` shows one
-    neuron's Neuron Feature, top crops and indexes (and, given a store, an annotation editor).
+    The teacher opens the Explorer on the merged store: its **agreement** tab lists, per neuron,
+    each student's label with the disagreements marked, and a chance-corrected agreement
+    (Cohen's kappa for two authors, Fleiss' kappa for more, over the neurons everyone labelled).
+    Clicking a row shows that neuron in the card.
     """),
     code(r"""
     disagreements = agreement.loc[~agreement["agree"], "unit"].tolist()
     print("conv3 units the students disagree on:", disagreements)
-    nsi.NeuronCard(idx, layer="conv3", unit=disagreements[0])
+    teacher = nsi.Explorer(idx, annotations=merged, layer="conv3", unit=disagreements[0])
+    kappa = teacher.agreement["conv3"]["kappa"]
+    print(f"{kappa['kind']} kappa over the {kappa['n_items']} neurons every student labelled:", kappa["value"])
+    teacher
     """),
     md(r"""
-    ## 6. Export and import
+    ## 7. Export and import
 
     `export_csv` and `export_json` write the current annotations (all authors) to files anyone can
     open; `import_csv` / `import_json` read them back. An import never overwrites silently: when a
@@ -1092,8 +1134,8 @@ ANNOTATING = [
     md(r"""
     ## Clean up
 
-    Close the stores and delete the working folder. (Skip this cell to keep the files; the grid
-    above stops saving once its store is closed.)
+    Close the stores and delete the temporary folder (your own `my-annotations.sqlite` stays).
+    (Skip this cell to keep the files; the grid above stops saving once its store is closed.)
     """),
     code(r"""
     store.close()
