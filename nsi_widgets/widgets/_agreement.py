@@ -2,7 +2,7 @@
 and chance-corrected agreement (Cohen's kappa for two authors, Fleiss' kappa for more).
 
 The per-neuron table is the store's :meth:`~nsi_widgets.annotations.AnnotationStore.agreement`;
-labels are compared as the store compares them (:func:`~nsi_widgets.annotations.store.normalize_label`).
+labels are compared as the store compares them (:func:`~nsi_widgets.annotations.normalize_label`).
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def kappa_of(labels_by_author: dict[str, list[str | None]]) -> dict:
 
 def agreement_payload(store, layer: str) -> dict:
     """The agreement tab of one layer: authors, one row per labelled neuron, and the kappa."""
-    from ..annotations.store import normalize_label
+    from ..annotations import normalize_label
 
     frame = store.agreement(layer=layer)
     fixed = {"layer", "unit", "n_authors", "n_labels", "agree", "majority", "majority_count"}
