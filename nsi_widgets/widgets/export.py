@@ -4,15 +4,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 from . import _data, _wire
 from ._model import CSS, ESM
-from ..core.storage import default_file_mode
+from ..core.storage import atomic_write
 
 #: sequences that would end or confuse an inline <script> element
 _UNSAFE_IN_SCRIPT = re.compile(r"</script|<!--|<script", re.IGNORECASE)
@@ -139,17 +137,7 @@ def export_html(idx_or_explorer, path, annotations=None, *, title: str | None = 
         bundle, encoding = base64.b64encode(bundle.encode("utf-8")).decode("ascii"), "base64"
     page = _PAGE.format(title=html.escape(title), css=css.replace("</", "<\\/"),
                         state=_json_for_script(doc), bundle=bundle, encoding=encoding)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, default_file_mode())  # not mkstemp's 0600: the page is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = atomic_write(Path(path), lambda f: f.write(page.encode("utf-8")), what="report page")
     size = path.stat().st_size
     if size > 100 * 2**20:
         warnings.warn(f"{path} is {size / 2**20:.0f} MB; pass crops=False for a smaller file",
