@@ -53,18 +53,19 @@ class ColourConcepts(torch.utils.data.Dataset):
     concepts = ["red", "green", "bright", "left"]
     concept_categories = ["colour", "colour", "tone", "place"]
 
-    def __init__(self, images):
-        self.images = images
+    def __init__(self, images, mask_scale=1):
+        self.images, self.scale = images, mask_scale
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
         image = self.images[i]
-        r, g, b = image
-        left = torch.zeros(image.shape[1:], dtype=torch.bool)
-        left[:, : image.shape[2] // 3] = True
-        return image, torch.stack([r > g + b, g > r + b, image.mean(0) > 0.6, left])
+        small = torch.nn.functional.avg_pool2d(image[None], self.scale)[0] if self.scale > 1 else image
+        r, g, b = small
+        left = torch.zeros(small.shape[1:], dtype=torch.bool)
+        left[:, : small.shape[2] // 3] = True
+        return image, torch.stack([r > g + b, g > r + b, small.mean(0) > 0.6, left])
 
 
 def plant_red_unit(model, layer="conv1", unit=0):

@@ -141,7 +141,7 @@ registerCardView("top_images", {
         ...["crops", "projections"].map((mode) => h("button", { class: "nsi-btn nsi-toggle-btn", type: "button", dataset: { mode },
           text: mode, "aria-pressed": String(mosaic.dataset.mode === mode),
           onclick: () => store.setUi({ topMode: mode }) })),
-        h("span", { class: "nsi-caption", text: `${prettyName(projections.method)} · ${projections.colours}` }));
+        h("span", { class: "nsi-caption", text: `${prettyName(projections.method)} of the first ${nProj} · grey = 0`, title: projections.colours }));
       el.append(toggle);
     }
     el.append(mosaic);
@@ -161,7 +161,8 @@ registerCardView("top_images", {
         projCanvases.push(proj);
         if (projections.images[i] !== images[i]) lines.push(`(projection of image ${projections.images[i]})`);
       }
-      const tile = h("div", { class: `nsi-tile${i >= k ? " nsi-tile-nocrop" : ""}`, title: lines.join("\n"), dataset: { rank: String(i) } },
+      const tile = h("div", { class: `nsi-tile${i >= k ? " nsi-tile-nocrop" : ""}${proj ? " nsi-has-proj" : ""}`,
+        title: lines.join("\n"), dataset: { rank: String(i) } },
         canvas, proj,
         h("div", { class: "nsi-crop-cap" }, h("span", { class: "nsi-crop-a", text: fmt(acts[i]) })),
         classes[i] ? h("div", { class: "nsi-crop-class", text: classes[i] }) : null);
