@@ -394,3 +394,26 @@ def test_layer_payloads_refresh_when_a_computation_attaches(idx):
     ex.compute("concept_units")
     ex.wait_for_computations(timeout=30)
     assert ex.layer_payload()["views"]["concept_units"]["concepts"] == names
+
+
+def test_the_concept_vectors_results_attachment_shows(idx):
+    """The attachment that ConceptVectors.to_attachment() makes (branch concepts) shows as the views expect."""
+    results = pytest.importorskip("nsi_widgets.concepts.vector_results",
+                                  reason="concept vectors (nsi.concept_vectors, branch concepts) are not merged yet")
+    _, vectors, names = _concept_vectors(idx)
+    quality = np.array([0.5, 0.25, 0.125, 0.0])
+    cv = results.ConceptVectors("conv3", "net2vec", names, ["colour", "colour", "texture", "shape"], vectors,
+                                np.zeros(len(names)), quality)
+    idx.attach("net2vec", cv.to_attachment())
+    ex = Explorer(idx, layer="conv3")
+    column = ex.layer_payload()["column_labels"]["net2vec.top_concept"]
+    assert column["names"] == names
+    top = idx.attachments["net2vec"].arrays["conv3"]["top_concept"]
+    for unit in range(idx["conv3"].n_units):
+        listed = ex.unit_payload("conv3", unit)["concept_vectors:net2vec"]["concepts"]
+        assert listed[0]["name"] == names[int(top[unit])]          # the card's first concept is the grid's
+    table = ex.layer_payload()["views"]["concept_units:net2vec"]
+    units = np.frombuffer(table["top_units"]["data"], "<i4").reshape(table["top_units"]["shape"])
+    for k, concept in enumerate(names):
+        assert units[k, :3].tolist() == [u for u, _ in cv.top_units(concept, 3)]
+    np.testing.assert_array_equal(np.frombuffer(table["quality"]["data"], "<f4"), quality.astype(np.float32))

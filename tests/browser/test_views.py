@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from test_explorer import RUN_CELL  # runs command.py, prints RUN#<n> <json of result>
+
 pytestmark = pytest.mark.browser
 
 XSS_CONCEPT = "<b>stripes</b>"
@@ -51,11 +53,6 @@ def state():
     return {{"layer": ex.layer, "unit": ex.unit, "order": ex.order, "filters": ex.filters, "sort_by": ex.sort_by,
             "store": {{f"{{k[0]}}/{{k[1]}}": [a.label, a.note] for k, a in store.all().items()}}}}
 ex"""
-RUN_CELL = """\
-_runs = globals().get("_runs", 0) + 1
-result = None
-exec(open("command.py").read())
-print(f"RUN#{_runs} " + json.dumps(result))"""
 CELLS = [SETUP_CELL, RUN_CELL]
 RUN = 1
 
