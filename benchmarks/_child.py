@@ -31,7 +31,8 @@ from plain_definition import PlainDefinitionActivations  # noqa: E402
 from nsi_widgets.core.data import iterate_batches  # noqa: E402
 from nsi_widgets.index.cone import chain_cone  # noqa: E402
 from nsi_widgets.index.pipeline import index_neurons  # noqa: E402
-from nsi_widgets.index.features import LayerReferences, referenced_image_pass, referenced_images  # noqa: E402
+from nsi_widgets.core.passes import Consumer, PassOptions, run_pass  # noqa: E402
+from nsi_widgets.index.features import LayerReferences, referenced_images  # noqa: E402
 from nsi_widgets.index.local_forward import TransformedActivations  # noqa: E402
 from nsi_widgets.index.selectivity import gray_pca, top_weights  # noqa: E402
 
@@ -86,7 +87,7 @@ def pca_colour(model, data, layers, top_n: int, batch_size: int, image_size) -> 
     * ``plain``: the plain definition as the issue words it (``plain_definition.py``): one whole-image
       forward through the whole network per reference, batched.
 
-    All three read the referenced images once per run, as the engine does (``referenced_image_pass``).
+    All three read the referenced images once per run, as the engine's crop pass does (``run_pass``).
     """
     idx = _index(model, data, layers, top_n, batch_size, indexes=(), neuron_features=None)
     modules = dict(model.named_modules())
@@ -118,7 +119,8 @@ def pca_colour(model, data, layers, top_n: int, batch_size: int, image_size) -> 
         forward_seconds = time.perf_counter() - started
         timed = {layer: _Timed(c) for layer, c in consumers(way).items()}
         started = time.perf_counter()
-        referenced_image_pass(data, images, list(timed.values()), batch_size=batch_size)
+        run_pass("crops", model, data, {}, list(timed.values()), PassOptions(batch_size=batch_size, progress=False),
+                 indices=images, forward=False)
         seconds = time.perf_counter() - started
         values[way] = {layer: t.consumer.result()["pca"] for layer, t in timed.items()}
         report["ways"][way] = {"seconds": seconds, "forward_seconds": forward_seconds,
@@ -139,15 +141,15 @@ def pca_colour(model, data, layers, top_n: int, batch_size: int, image_size) -> 
     return report
 
 
-class _Timed:
+class _Timed(Consumer):
     """Wraps a referenced-image consumer and adds up the seconds it spends."""
 
     def __init__(self, consumer):
         self.consumer, self.seconds = consumer, 0.0
 
-    def consume(self, batch_indices, images) -> None:
+    def on_batch(self, batch) -> None:
         started = time.perf_counter()
-        self.consumer.consume(batch_indices, images)
+        self.consumer.on_batch(batch)
         self.seconds += time.perf_counter() - started
 
 

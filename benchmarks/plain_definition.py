@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsi_widgets.core.passes import Consumer
 from nsi_widgets.index.features import LayerReferences, gather_crops
 
 
-class PlainDefinitionActivations:
-    """A consumer of :func:`nsi_widgets.index.features.referenced_image_pass` for one layer.
+class PlainDefinitionActivations(Consumer):
+    """A consumer of the pass over the referenced images (:func:`nsi_widgets.core.passes.run_pass`)
+    for one layer.
 
     Parameters
     ----------
@@ -40,7 +42,8 @@ class PlainDefinitionActivations:
         self.values = np.full(len(refs.unit), np.nan, dtype=np.float32)
         self.forwards = 0
 
-    def consume(self, batch_indices: np.ndarray, images: torch.Tensor) -> None:
+    def on_batch(self, batch) -> None:
+        batch_indices, images = batch.indices.numpy(), batch.images
         refs = self.refs
         sl = refs.in_batch(batch_indices)
         height, width = images.shape[-2:]

@@ -925,11 +925,13 @@ ANNOTATING = [
 
     1. one annotator: a store bound to an index, annotate, read, history, undo;
     2. the neuron grid showing and searching the labels;
-    3. three students, each writing their own file, merged into one store;
-    4. the agreement table a teacher reads;
-    5. export to CSV and JSON, and import back with a conflict report.
+    3. labelling in the Explorer with the keyboard, into a store in your working folder;
+    4. three students, each writing their own file, merged into one store;
+    5. the agreement a teacher reads (per neuron each student's label, and a kappa);
+    6. export to CSV and JSON, and import back with a conflict report.
 
-    All files go to a temporary folder that the last cell deletes.
+    The files of sections 1-2 and 4-6 go to a temporary folder that the last cell deletes; the
+    store you label in by hand (section 3) stays in the notebook's folder.
     """),
     code(r"""
     import shutil
@@ -1041,7 +1043,42 @@ ANNOTATING = [
     grid.search = ""
     """),
     md(r"""
-    ## 4. Three students
+    ## 4. Label in the Explorer, with the keyboard
+
+    The store below lives in the notebook's folder (`my-annotations.sqlite`), so what you label
+    survives closing the notebook, restarting the kernel and running this notebook again. The
+    Explorer shows only the units you have not labelled yet ("unlabelled only", in its toolbar)
+    and counts your progress ("0 of 64 labelled"). Click a unit in the grid, then:
+
+    | key | what it does |
+    |---|---|
+    | `L` (or Enter in the grid) | type a label: the label box gets the focus |
+    | Enter | save, and show the next unit in the grid's order, ready for typing |
+    | Shift+Enter | save, and show the previous unit |
+    | Page Down / Page Up (or Alt+Down / Alt+Up) | move without saving |
+    | Esc | leave the label box, back to the grid (arrow keys move there) |
+
+    Moving away from text you have not saved asks first (save, discard or keep editing). The card
+    has undo and redo and the neuron's history; "as" sets who you are (each author's labels are kept
+    apart). If the kernel restarts, the card says so and saving is off: run this cell again.
+    """),
+    code(r"""
+    my_store = nsi.AnnotationStore("my-annotations.sqlite", index=idx, author="me")
+    explorer = nsi.Explorer(idx, annotations=my_store, layer="conv3", unlabelled_only=True)
+    explorer
+    """),
+    md(r"""
+    The Explorer's state is mirrored in Python: read it, or set it and the views follow. Saving
+    from Python is the same as typing in the card (here one label, so that a fresh run has one).
+    """),
+    code(r"""
+    print("unit shown:", explorer.unit, "| unlabelled units left:", len(explorer.order))
+    if not my_store.all(layer="conv3"):
+        explorer.annotate(f"{nf_colour(L3, explorer.unit)} blob")
+    print("labelled in conv3 so far:", {unit: a.label for (_, unit), a in my_store.all(layer="conv3").items()})
+    """),
+    md(r"""
+    ## 5. Three students
 
     In a class every student labels the same neurons in their own file (no one can overwrite
     anyone). Here three "students" label the eight most colour-selective units of `conv3`. To keep
@@ -1071,7 +1108,7 @@ ANNOTATING = [
     print("one file per student:", {name: path.name for name, path in files.items()})
     """),
     md(r"""
-    ## 5. Merge and compare
+    ## 6. Merge and compare
 
     `nsi.merge_stores` copies the current annotations of every file into one store (here a new
     file, `class.sqlite`). Annotations are kept per author, so the three students' labels sit side
@@ -1097,16 +1134,21 @@ ANNOTATING = [
     """),
     md(r"""
     `Red Blob` (ben) and `red blob` (ana) count as the same label; ben's `Purple Blob` does not.
-    The teacher can now look at the neurons where students disagree: a `NeuronCard` shows one
-    neuron's Neuron Feature, top crops and indexes (and, given a store, an annotation editor).
+    The teacher opens the Explorer on the merged store: its **agreement** tab lists, per neuron,
+    each student's label with the disagreements marked, and a chance-corrected agreement
+    (Cohen's kappa for two authors, Fleiss' kappa for more, over the neurons everyone labelled).
+    Clicking a row shows that neuron in the card.
     """),
     code(r"""
     disagreements = agreement.loc[~agreement["agree"], "unit"].tolist()
     print("conv3 units the students disagree on:", disagreements)
-    nsi.NeuronCard(idx, layer="conv3", unit=disagreements[0])
+    teacher = nsi.Explorer(idx, annotations=merged, layer="conv3", unit=disagreements[0])
+    kappa = teacher.agreement["conv3"]["kappa"]
+    print(f"{kappa['kind']} kappa over the {kappa['n_items']} neurons every student labelled:", kappa["value"])
+    teacher
     """),
     md(r"""
-    ## 6. Export and import
+    ## 7. Export and import
 
     `export_csv` and `export_json` write the current annotations (all authors) to files anyone can
     open; `import_csv` / `import_json` read them back. An import never overwrites silently: when a
@@ -1150,8 +1192,8 @@ ANNOTATING = [
     md(r"""
     ## Clean up
 
-    Close the stores and delete the working folder. (Skip this cell to keep the files; the grid
-    above stops saving once its store is closed.)
+    Close the stores and delete the temporary folder (your own `my-annotations.sqlite` stays).
+    (Skip this cell to keep the files; the grid above stops saving once its store is closed.)
     """),
     code(r"""
     store.close()
@@ -1411,7 +1453,389 @@ OWN = [
 
 
 # =============================================================================================
-# 6. Reproduce the paper
+# 6. Projections to pixels (DeconvNet, guided backpropagation)
+# =============================================================================================
+PROJECTIONS = [
+    md(r"""
+    # Which pixels made a neuron fire? Projections back to the image
+
+    The Neuron Feature of a unit shows the *average* of what its top images contain inside its
+    receptive field. It does not say which pixels *inside* the crop mattered. A **projection**
+    answers that, one image at a time: start from the unit's activation at one place of its
+    feature map, keep that one value and zero every other, and go backwards through the network to
+    the pixels.
+
+    Three ways to go backwards, which differ only at the ReLUs (for a ReLU with forward input $x$
+    and backward signal $g$ arriving from above):
+
+    | method | at each ReLU | |
+    |---|---|---|
+    | `nsi.gradient` | $g \cdot [x > 0]$ | the plain gradient: how a small change of each pixel changes the activation |
+    | `nsi.deconvnet` | $\mathrm{relu}(g)$ | Zeiler & Fergus 2014: rectify the backward signal, ignore where the forward was on |
+    | `nsi.guided_backprop` | $\mathrm{relu}(g) \cdot [x > 0]$ | Springenberg et al. 2015: both conditions at once |
+
+    Everything else goes back the same way for all three: a convolution as the transposed
+    convolution with the same filters, a max pool by *unpooling with the forward switches* (the
+    signal of each window goes back to the pixel that won the max), batch norm (eval mode) as its
+    per-channel scale. Details: `docs/methods.md`, section 10.
+    """),
+    code(r"""
+    import numpy as np
+    import plotly.express as px
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import nsi_widgets as nsi
+    from nsi_widgets.synthesis import projection_to_rgb, top_projections, projection_handler
+    """, SHOW_IMAGES),
+    md(r"""
+    ## 1. Index the network
+
+    The embedded default on 600 of its images, its two deepest conv layers, 20 top images per unit
+    (the paper uses 100; fewer keeps the lesson quick), with the class selectivity index only. We
+    look at the second deepest layer: its receptive field is smaller than the image, so we can see
+    where it ends.
+    """),
+    code(r"""
+    model, data = nsi.zoo.load("shapes", n=600)
+    layers = nsi.zoo.conv_layers(model)[-2:]
+    idx = nsi.index_neurons(model, data, layers=layers, top_n=20, indexes=("class",), progress=False)
+    layer = layers[0]
+    L = idx[layer]
+    unit = int(np.nanargmax(L.class_selectivity))  # a unit with a clear preference
+    print(L)
+    print(f"unit {unit} of {layer}: receptive field {L.receptive_field.size}, class selectivity "
+          f"{L.class_selectivity[unit]:.2f}, top class {data.classes[np.bincount(L.top_labels[unit]).argmax()]}")
+    """),
+    md(r"""
+    ## 2. One image, three projections
+
+    `nsi.guided_backprop(model, layer, unit, images)` takes a batch of RGB images in $[0, 1]$ and
+    returns signed projections, `(B, H, W, 3)`. By default it starts where the unit's map is largest
+    in each image (as the index does); `position=(y, x)` picks another place.
+
+    **Colour mapping** (`projection_to_rgb`): each projection is divided by its largest absolute
+    value, then `0.5 + 0.5 * p`: grey is 0, brighter than grey in a channel means "more of this
+    colour here would raise the activation", darker means less. This is how Zeiler & Fergus show them.
+    The white frame is the unit's receptive field at that position: every non-zero pixel lies inside it.
+    """),
+    code(r"""
+    def framed(image, window):
+        # An (H, W, 3) image with the receptive-field window drawn as a white frame (clipped to the image).
+        image = np.array(image, dtype=np.float32)
+        height, width = image.shape[:2]
+        y0, x0, y1, x1 = window
+        top, left, bottom, right = max(y0, 0), max(x0, 0), min(y1, height) - 1, min(x1, width) - 1
+        image[top, left:right + 1] = image[bottom, left:right + 1] = 1.0
+        image[top:bottom + 1, left] = image[top:bottom + 1, right] = 1.0
+        return image
+
+
+    first = int(L.top_indices[unit, 0])
+    image = data[first][0]
+    y, x = (int(v) for v in L.top_positions[unit, 0])
+    window = L.receptive_field.window(y, x)
+    projections = {name: fn(model, layer, unit, image[None])[0]
+                   for name, fn in (("gradient", nsi.gradient), ("deconvnet", nsi.deconvnet),
+                                    ("guided backprop", nsi.guided_backprop))}
+    for name, p in projections.items():
+        rows, cols = np.nonzero(np.abs(p).sum(-1))
+        print(f"{name:>15}: non-zero pixels in rows {rows.min()}..{rows.max()}, columns {cols.min()}..{cols.max()}; "
+              f"window {window}")
+    show_images([framed(image.permute(1, 2, 0).numpy(), window)] + [framed(projection_to_rgb(p), window) for p in projections.values()],
+                ["top image #0"] + list(projections), height=230)
+    """),
+    md(r"""
+    The plain gradient is noisy: it also says where *less* of something would help. DeconvNet keeps
+    only what the network's upper layers pass back as positive, and shows edges of everything the
+    lower layers respond to, even where this unit was off. Guided backpropagation combines both
+    conditions and gives the sharpest picture of what this unit used.
+
+    ## 3. Top images, crops and projections, beside the Neuron Feature
+
+    `top_projections(idx, model, layer, units)` projects each unit's top images from the place the
+    index stored and cuts every projection to the receptive field there, the same window as the crop
+    the index shows. It also averages them with the Neuron Feature's weights ($w_j = a_j / a_1$), so
+    the **mean projection** can sit beside the **Neuron Feature**.
+    """),
+    code(r"""
+    def rf_crop(image, receptive_field, y, x):
+        # The input window seen by unit (y, x) as an (h, w, 3) array, zeros outside the image.
+        y0, x0, y1, x1 = receptive_field.window(y, x)
+        height, width = image.shape[-2:]
+        crop = torch.zeros(3, y1 - y0, x1 - x0)
+        top, left, bottom, right = max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
+        crop[:, top - y0:bottom - y0, left - x0:right - x0] = image[:, top:bottom, left:right]
+        return crop.permute(1, 2, 0).numpy()
+
+
+    units = [unit] + [int(u) for u in np.argsort(-L.top_activations[:, 0])[:2] if u != unit][:2]
+    guided = top_projections(idx, model, layer, units, method="guided_backprop", n_images=16, progress=False)
+    crops_rgb, mean_rgb = guided.rgb()
+    images, titles = [], []
+    for s, u in enumerate(units):
+        images += [L.neuron_features[u], mean_rgb[s]]
+        titles += [f"unit {u}: Neuron Feature", "mean projection"]
+        for r in range(3):
+            images += [rf_crop(data[int(L.top_indices[u, r])][0], L.receptive_field, *L.top_positions[u, r]),
+                       crops_rgb[s, r]]
+            titles += [f"crop #{r}", f"projection #{r}"]
+    show_images(images, titles, height=600, wrap=8)
+    """),
+    md(r"""
+    Read each row as: what the unit sees on average (Neuron Feature), which pixels drive it on
+    average (mean projection), then pairs of a top crop and its projection. Where the Neuron Feature
+    is a blurred blob, the projections often show the edge or corner of a shape that did the work.
+
+    ## 4. Why not hook `nn.ReLU` modules?
+
+    Libraries such as captum implement these rules by hooking `nn.ReLU` *modules*. A network that
+    calls `F.relu` in its forward, does its ReLUs in place, or uses one ReLU module several times
+    then silently gets the plain gradient or a wrong rule. nsi-widgets instead intercepts every ReLU
+    *call* while the forward runs (a `TorchFunctionMode`), whatever its spelling. A check: the same
+    weights with every `nn.ReLU` module replaced by a module that calls the in-place functional
+    `F.relu_` give exactly the same projections.
+    """),
+    code(r"""
+    class FunctionalReLU(nn.Module):
+        def forward(self, x):
+            return F.relu_(x)  # in place, functional: invisible to module hooks
+
+
+    def with_functional_relus(network):
+        # A copy of the network whose nn.ReLU modules are replaced by FunctionalReLU.
+        import copy
+
+        twin = copy.deepcopy(network)
+        for parent in twin.modules():
+            for name, child in parent.named_children():
+                if isinstance(child, nn.ReLU):
+                    setattr(parent, name, FunctionalReLU())
+        return twin.eval()
+
+
+    twin = with_functional_relus(model)
+    batch = torch.stack([data[int(i)][0] for i in L.top_indices[unit, :4]])
+    for fn in (nsi.deconvnet, nsi.guided_backprop):
+        same = np.array_equal(fn(model, layer, unit, batch), fn(twin, layer, unit, batch))
+        print(f"{fn.__name__:>16}: nn.ReLU modules and in-place F.relu_ give identical projections: {same}")
+    """),
+    md(r"""
+    ## 5. For the Explorer: an attachment, computed on demand
+
+    The Explorer's neuron card can show these projections beside the crops. `to_attachment()` turns
+    a result into an `Attachment` that `idx.attach` saves with the index (colour-mapped uint8 images
+    plus each image's scale, so the signed values can be recovered). `projection_handler(index,
+    model, data, layer, unit, progress_callback)` computes one unit on demand and returns such an
+    attachment for that unit; `merge_projection_attachments` adds it to what is already attached.
+    """),
+    code(r"""
+    from nsi_widgets.synthesis import merge_projection_attachments
+
+    idx.attach("projections", guided.to_attachment(thumbnail_size=48))
+    update = projection_handler(idx, model, None, layer, 0, lambda done, total: None)
+    idx.attach("projections", merge_projection_attachments(idx.attachments["projections"], update))
+    arrays = idx.attachments["projections"].arrays[layer]
+    print("units with projections:", arrays["units"].tolist())
+    print({name: (value.shape, str(value.dtype)) for name, value in arrays.items()})
+    """),
+    md(r"""
+    In the Explorer, the card's top images get a toggle between the crops and their projections (grey
+    is zero), and the mean projection stands beside the Neuron Feature. `nsi.default_compute(model,
+    data)` gives the card its buttons: "Project top images" computes a unit that has none yet, in
+    the background, and attaches it (`autosave=` saves the index after each computation).
+    """),
+    code(r"""
+    nsi.Explorer(idx, layer=layer, unit=unit, compute=nsi.default_compute(model, data))
+    """),
+    md(r"""
+    ## Exercises
+
+    1. Project a unit of the deepest layer (`layers[1]`): how does the projection's support compare
+       with its receptive field and with the image?
+    2. Pick a position where the unit is off (`position=(0, 0)` in an image where the map is zero
+       there). Which of the three methods still shows something, and why? (Answer: DeconvNet; its
+       rule ignores the forward mask, so nothing stops the signal at the unit's own ReLU.)
+    """),
+]
+
+
+# =============================================================================================
+# 7. Feature visualisation by optimisation (docs/methods.md section 9)
+# =============================================================================================
+SYNTHESIS = [
+    md(r"""
+    # Feature visualisation: what a neuron wants, its facets, and what a layer keeps
+
+    The index shows what *real* images excite a neuron: its top images and their average, the
+    **Neuron Feature**. Feature visualisation asks the network directly, by optimising an image:
+
+    1. **Activation maximisation**: the image that drives one unit as high as possible;
+    2. **Multifaceted visualisation** (Nguyen, Yosinski, Clune 2016): the unit's top images fall into
+       groups (facets); one synthesised image per facet, started from the facet's mean image;
+    3. **Network inversion** (Mahendran & Vedaldi 2015): an image whose features at a layer match
+       those of a given image: what the layer keeps, and what it throws away.
+
+    The priors of the optimisation (colour decorrelation, amplitude spectrum) are computed from the
+    images you give, here the embedded default's, not taken from ImageNet. Everything runs on a CPU
+    in well under a minute.
+    """),
+    code(r"""
+    import numpy as np
+    import plotly.express as px
+    import torch
+
+    import nsi_widgets as nsi
+    from nsi_widgets.synthesis import ATTACHMENT_NAME, image_statistics, inversion_figure, synthesise_unit
+
+    torch.set_num_threads(1)
+    model, data = nsi.zoo.load("shapes")
+    layers = nsi.zoo.conv_layers(model)
+    deepest = layers[-1]
+    idx = nsi.index_neurons(model, data, layers=[deepest], top_n=30, indexes=(), progress=False)
+    L = idx[deepest]
+    print(deepest, L.n_units, "units,", int(L.dead.sum()), "dead; image size", data.image_size)
+    """, SHOW_IMAGES),
+    md(r"""
+    ## 1. The priors come from your images
+
+    `image_statistics(data)` measures the colour covariance of the pixels (its square root decorrelates
+    the colours the optimiser changes) and the mean amplitude spectrum (it scales the Fourier
+    coefficients the optimiser changes). lucid ships both for ImageNet; here they are the shapes'.
+    """),
+    code(r"""
+    stats = image_statistics(data)
+    print("mean colour", np.round(stats.mean, 3))
+    print("colour matrix M (x - mean = M z)\n", np.round(stats.color_matrix, 3))
+    f = np.fft.rfftfreq(stats.image_size[1])[1:]
+    px.line(x=f, y=stats.spectrum[0, 1:], log_x=True, log_y=True, labels={"x": "cycles per pixel", "y": "amplitude"},
+            title="Amplitude spectrum of the shapes (horizontal frequencies)").update_layout(height=300)
+    """),
+    md(r"""
+    ## 2. Activation maximisation beside the Neuron Feature and the top image
+
+    `nsi.visualize` optimises one image per unit, all units of a call in one batch. By default it
+    maximises the unit at the **centre of the map** (the synthetic counterpart of the index's top
+    activation, which is one position), with the Fourier parameterisation and lucid's random
+    jitter, scale and rotation at each step. `.activations` is the objective on the final image;
+    compare it with the best dataset image's activation.
+    """),
+    code(r"""
+    units = [int(u) for u in np.flatnonzero(~L.dead)[:5]]
+    v = nsi.visualize(model, deepest, units, decorrelate=stats, progress=False)
+    for u, a in zip(units, v.activations):
+        print(f"unit {u:2d}: synthesised {a:7.2f}   best dataset image {L.top_activations[u, 0]:6.2f}")
+    images, titles = [], []
+    for row, u in enumerate(units):
+        top = data[int(L.top_indices[u, 0])][0].permute(1, 2, 0).numpy()
+        images += [v.images[row], top]
+        titles += [f"unit {u}: synthesised", f"unit {u}: top image"]
+    show_images(images, titles, height=420, wrap=4)
+    """),
+    code(r"""
+    nf = [np.clip(L.neuron_features[u], 0, 1) for u in units]
+    show_images(nf, [f"unit {u}: Neuron Feature" for u in units], height=200)
+    """),
+    md(r"""
+    The Neuron Feature is an **average of real crops**: blurry where the top images differ, sharp
+    where they agree. The synthesised image shows what the unit **wants**, exaggerated: at this
+    depth the receptive field is larger than the image, so the whole image is the unit's input.
+
+    ## 3. How the settings change the picture
+
+    One unit, the same seed and steps, six recipes: the Fourier parameterisation against pixels,
+    without the random transformations, without the data's priors (lucid's 1/f spectrum, no colour
+    decorrelation), and with total variation or a centre bias as an image prior.
+    """),
+    code(r"""
+    unit = units[0]
+    recipes = {
+        "default (fft)": {},
+        "pixels": {"param": "pixel"},
+        "no transforms": {"transforms": "none"},
+        "no data priors": {"decorrelate": None, "image_size": data.image_size},
+        "total variation 2": {"regularizers": {"tv": 2.0}},
+        "centre bias 20": {"regularizers": {"center": 20.0}},
+    }
+    # the data's priors unless a recipe says otherwise
+    grid = {name: nsi.visualize(model, deepest, [unit], progress=False, **({"decorrelate": stats} | kw))
+            for name, kw in recipes.items()}
+    show_images([g.images[0] for g in grid.values()],
+                [f"{name}: {g.activations[0]:.1f}" for name, g in grid.items()], height=230)
+    """),
+    md(r"""
+    Pixels reach high activations with high-frequency patterns; the Fourier parameterisation and the
+    transformations trade some activation for images with structure at the scale of the shapes.
+    Each result keeps its **recipe** (every setting and the seed), so that it can be reproduced:
+    """),
+    code(r"""
+    {k: grid["default (fft)"].recipe[k] for k in ("objective", "steps", "param", "transforms", "seed", "lr")}
+    """),
+    md(r"""
+    ## 4. Facets: a unit that fires for more than one thing
+
+    `nsi.facets` embeds the unit's top images in a code space (the deepest conv layer's averaged
+    output), reduces it with PCA and clusters it with k-means; `k` is chosen by the silhouette when
+    not given. Each facet gets its mean image (its members moved so that the unit's maximum is at
+    the centre) and a visualisation started from it, with the paper's regularisers (normalised
+    gradient steps, total-variation denoising between steps, a centre region that grows).
+    """),
+    code(r"""
+    f = nsi.facets(model, data, idx, deepest, unit, progress=False)
+    print(f, "silhouettes:", {k: round(s, 2) for k, s in f.silhouettes.items()})
+    images, titles = [], []
+    for j, members in enumerate(f.members):
+        images += [f.mean_images[j], f.images[j]] + [data[int(i)][0].permute(1, 2, 0).numpy() for i in members[:2]]
+        titles += [f"facet {j}: mean of {len(members)}", f"facet {j}: visualisation", "member", "member"]
+    show_images(images, titles, height=230 * f.k, wrap=4)
+    """),
+    md(r"""
+    ## 5. Network inversion: what each layer keeps
+
+    `nsi.invert` looks for an image whose features at a layer equal those of the original
+    (relative feature error), with Mahendran & Vedaldi's priors (an alpha-norm with a = 6 and total
+    variation with b = 2). The first layer keeps nearly everything (high PSNR); the deepest keeps
+    what the classifier needs: the reconstruction is still classified like the original, though it
+    looks little like it.
+    """),
+    code(r"""
+    originals = data.images([0, 1, 2, 3])
+    inversions = {layer: nsi.invert(model, layer, originals, steps=150, progress=False)
+                  for layer in (layers[0], layers[2], deepest)}
+    with torch.no_grad():
+        same = (model(torch.from_numpy(inversions[deepest].images).permute(0, 3, 1, 2)).argmax(1)
+                == model(originals).argmax(1)).float().mean()
+    print(f"reconstructions from {deepest} classified like the originals: {same:.0%}")
+    inversion_figure(inversions, max_images=4)
+    """),
+    md(r"""
+    ## 6. In the Explorer
+
+    The neuron card shows a unit's synthesised image and facets. `synthesise_unit` computes both
+    for one unit (the card calls it from a button) and returns the index's `"synthesis"`
+    attachment, which is saved with the index file and exported with the page:
+    """),
+    code(r"""
+    update = synthesise_unit(idx, model, data, deepest, unit, lambda fraction, message: None)
+    idx.attach(ATTACHMENT_NAME, update)
+    idx.to_pandas().query("unit == @unit")[["layer", "unit", "top_activation", "synthesis.am_activation",
+                                             "synthesis.n_facets"]]
+    """),
+    md(r"""
+    The card's "synthesised" section shows that image and the facets (mean image, visualisation,
+    members: a click on a member shows it among the unit's top images). With
+    `compute=nsi.default_compute(model, data)` its "Synthesise" button computes any other unit in the
+    background, with progress, while the Explorer keeps answering.
+    """),
+    code(r"""
+    nsi.Explorer(idx, layer=deepest, unit=unit, compute=nsi.default_compute(model, data))
+    """),
+]
+
+
+# =============================================================================================
+# 8. Reproduce the paper
 # =============================================================================================
 PAPER = [
     md(r"""
@@ -1621,6 +2045,8 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "class_selectivity": CLASS,
     "annotating_neurons": ANNOTATING,
     "own_model_and_images": OWN,
+    "projections": PROJECTIONS,
+    "feature_visualisation": SYNTHESIS,
     "reproduce_the_paper": PAPER,
 }
 

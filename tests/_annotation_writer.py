@@ -4,9 +4,10 @@ Usage::
 
     python _annotation_writer.py MODULE STORE MODE AUTHOR LAYER START COUNT [PAUSE]
 
-MODULE is the path of ``nsi_widgets/annotations.py`` under test. It is loaded by file path, not as
-``nsi_widgets.annotations``, so that the process starts in a fraction of a second (the package's
-``__init__`` imports torch); the module uses only the standard library.
+MODULE is the folder of the ``nsi_widgets.annotations`` package under test. It is imported from that
+folder without running ``nsi_widgets/__init__.py``, so that the process starts in a fraction of a
+second (the top package imports torch; the annotations package needs only the standard library and
+``nsi_widgets.core.errors``).
 
 Modes
 -----
@@ -18,20 +19,21 @@ batch     Import JSON files of COUNT annotations each (batch b covers units STAR
 hold      Take the store's write lock with a raw sqlite3 connection, print "locked", keep it until
           stdin is closed.
 """
-import importlib.util
+import importlib
 import json
 import os
 import sqlite3
 import sys
 import time
+import types
 
 
-def _load(module_path):
-    spec = importlib.util.spec_from_file_location("annotations_under_test", module_path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up by name
-    spec.loader.exec_module(module)
-    return module
+def _load(package_dir):
+    """Import ``nsi_widgets.annotations`` from ``package_dir`` under an empty stand-in top package."""
+    top = types.ModuleType("nsi_widgets")
+    top.__path__ = [os.path.dirname(os.path.abspath(package_dir))]  # its subpackages are found there
+    sys.modules["nsi_widgets"] = top
+    return importlib.import_module("nsi_widgets.annotations")
 
 
 def _note(unit):
@@ -39,7 +41,7 @@ def _note(unit):
 
 
 def main(argv):
-    module_path, store_path, mode, author, layer, start, count, *rest = argv
+    package_dir, store_path, mode, author, layer, start, count, *rest = argv
     start, count = int(start), int(count)
     pause = float(rest[0]) if rest else 0.0
     if mode == "hold":
@@ -49,7 +51,7 @@ def main(argv):
         sys.stdin.read()  # until the test closes our stdin
         conn.execute("ROLLBACK")
         return
-    annotations = _load(module_path)
+    annotations = _load(package_dir)
     store = annotations.AnnotationStore(store_path, author=author, timeout=60.0)
     if mode == "annotate":
         print("ready", flush=True)

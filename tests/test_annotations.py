@@ -25,7 +25,7 @@ from nsi_widgets.core.receptive_field import ReceptiveField
 from nsi_widgets.index.results import LayerIndex, NeuronIndex
 
 WRITER = Path(__file__).with_name("_annotation_writer.py")
-MODULE = Path(ann.__file__)
+MODULE = Path(ann.__file__).parent  # the package folder, imported by the writer
 TRICKY = "Gesichtsneuron ü 狗脸 🐶"
 TRICKY_NOTE = 'first line, with "quotes", commas\nsecond line; 狗脸 🐶\r\nthird\ttabbed'
 

@@ -186,8 +186,9 @@ def test_class_scores_in_index(tiny_model, tiny_data):
     np.testing.assert_array_equal(L.class_selectivity, nsi.class_selectivity(L.top_labels, L.top_activations, nu=0.5))
     np.testing.assert_array_equal(L.top_labels, np.asarray(tiny_data.labels)[L.top_indices])
     parents = [0, 0, 1, 1]   # a, b -> ab; c, d -> cd (sorted parent names)
+    # The superclass index honours the run's nu (issue 16: it used to be computed at nu = 1 always).
     np.testing.assert_array_equal(L.superclass_selectivity,
-                                  nsi.class_selectivity(L.top_labels, L.top_activations, parents=parents))
+                                  nsi.class_selectivity(L.top_labels, L.top_activations, nu=0.5, parents=parents))
     assert "class_population" in L.scores
 
 
@@ -427,8 +428,6 @@ def test_superclass_index_honours_nu_by_hand():
         np.testing.assert_allclose(nsi.class_selectivity(np.array([[0, 1, 1, 0]]), acts, nu=nu, parents=parents), [1.0])
 
 
-@pytest.mark.xfail(strict=True, reason="index_neurons passes nu to the superclass index only after the lead's "
-                                       "pipeline change (_add_class_extras(..., nu)); remove this marker then")
 def test_superclass_selectivity_in_the_index_uses_the_runs_nu(tiny_model, tiny_data):
     idx = nsi.index_neurons(tiny_model, tiny_data, ["relu3"], top_n=8, progress=False, indexes=("class",), nu=0.5)
     L = idx["relu3"]

@@ -20,6 +20,10 @@ class InputTypeError(NsiError, TypeError):
     """An argument or data item of the wrong type."""
 
 
+class DataReadError(NsiError, RuntimeError):
+    """Reading an item of the user's dataset raised; the message names the item and the cause."""
+
+
 class IndexFileError(NsiError, ValueError):
     """A file that is not one of ours, is damaged, is of a newer format version, or is inconsistent."""
 

@@ -6,11 +6,12 @@ is the pre-activation. The paper indexes rectified activations, so prefer the Re
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Sequence
 
 import torch
 from torch import nn
+
+from .errors import InputError, InputTypeError
 
 class _StopForward(Exception):
     """Raised from a hook once every requested layer has produced its output."""
@@ -32,7 +33,7 @@ def list_layers(model: nn.Module, kind: str = "all") -> list[str]:
         Names usable as ``layers=`` in :func:`nsi_widgets.index_neurons`.
     """
     if kind not in ("all", "conv", "leaf"):
-        raise ValueError(f"kind must be 'all', 'conv' or 'leaf', not {kind!r}")
+        raise InputError(f"kind must be 'all', 'conv' or 'leaf', not {kind!r}")
     names = []
     for name, module in model.named_modules():
         if not name:
@@ -63,7 +64,7 @@ def resolve_layers(model: nn.Module, layers: str | nn.Module | Sequence[str | nn
         layers = [layers]
     layers = list(layers)
     if not layers:
-        raise ValueError("layers is empty: pass at least one layer name, e.g. "
+        raise InputError("layers is empty: pass at least one layer name, e.g. "
                          f"{list_layers(model, 'conv')[:4]}")
     by_name = dict(model.named_modules())
     by_id = {id(m): n for n, m in by_name.items()}
@@ -72,17 +73,17 @@ def resolve_layers(model: nn.Module, layers: str | nn.Module | Sequence[str | nn
         if isinstance(layer, nn.Module):
             name = by_id.get(id(layer))
             if name is None or name == "":
-                raise ValueError(f"the module {type(layer).__name__} given in layers is not a submodule "
+                raise InputError(f"the module {type(layer).__name__} given in layers is not a submodule "
                                  "of the model (or is the model itself); pass a submodule or its name")
             module = layer
         elif isinstance(layer, str):
             if layer not in by_name or layer == "":
-                raise ValueError(_unknown_layer_message(model, layer))
+                raise InputError(_unknown_layer_message(model, layer))
             name, module = layer, by_name[layer]
         else:
-            raise TypeError(f"layers must hold names (str) or modules, not {type(layer).__name__}")
+            raise InputTypeError(f"layers must hold names (str) or modules, not {type(layer).__name__}")
         if name in resolved:
-            raise ValueError(f"layer {name!r} is listed twice")
+            raise InputError(f"layer {name!r} is listed twice")
         resolved[name] = module
     return resolved
 
@@ -93,19 +94,6 @@ def _unknown_layer_message(model: nn.Module, layer: str) -> str:
     shown = close or names[:20]
     more = "" if len(names) <= len(shown) else f" ... ({len(names)} in all; see nsi_widgets.list_layers(model))"
     return f"unknown layer {layer!r}; valid names include: {', '.join(shown)}{more}"
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A stable hex digest of a model's class, parameter/buffer names, shapes and values."""
-    digest = hashlib.sha256(type(model).__qualname__.encode())
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            digest.update(name.encode())
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(str(tensor.dtype).encode())
-            digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                          if tensor.numel() else b"")
-    return digest.hexdigest()[:32]
 
 
 class LayerRecorder:

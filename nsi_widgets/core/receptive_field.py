@@ -32,6 +32,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import modules
+
 __all__ = ["ReceptiveField", "receptive_field"]
 
 
@@ -347,15 +349,6 @@ def _propagate(model: nn.Module, graph: fx.Graph, tracer: _RecordingTracer) -> d
 # --- geometry of single operations
 
 
-def _ntuple(value, n: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * n
-    value = tuple(value)
-    if len(value) == 1:
-        return value * n
-    if len(value) != n:
-        raise ValueError(f"expected {n} values, got {value}")
-    return value
 
 
 def _window_op(state, kernel, stride, padding, dilation, what: str):
@@ -422,19 +415,6 @@ def _merge(states, what: str):
 def _names(*names: str, namespace=nn) -> tuple:
     return tuple(getattr(namespace, n) for n in names if hasattr(namespace, n))
 
-
-# Modules that act on each spatial position separately (in eval mode).
-_ELEMENTWISE_MODULES = _names(
-    "Identity", "ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU",
-    "Mish", "Sigmoid", "Hardsigmoid", "Tanh", "Hardtanh", "Hardswish", "Hardshrink", "Softshrink",
-    "Tanhshrink", "Softplus", "Softsign", "LogSigmoid", "Threshold", "Dropout", "Dropout1d",
-    "Dropout2d", "AlphaDropout", "FeatureAlphaDropout", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm",
-    "LazyBatchNorm1d", "LazyBatchNorm2d", "LocalResponseNorm", "CrossMapLRN2d", "ChannelShuffle",
-    "Softmax2d")
-_CHANNEL_DIM_MODULES = _names("Softmax", "LogSoftmax", "Softmin", "GLU")  # elementwise if dim == 1
-_PAD_MODULES = _names("ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d",
-                      "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d", "CircularPad1d",
-                      "CircularPad2d")
 
 _ELEMENTWISE_FUNCTIONS = frozenset(
     _names("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg", "pos", "abs", "iadd", "isub",
@@ -519,22 +499,15 @@ def _module_rule(model: nn.Module, node: fx.Node, states: dict, tracer: _Recordi
     state = states[node.args[0]]
     if not _is_geometry(state):
         return state
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return _window_op(state, module.kernel_size, module.stride, module.padding, module.dilation, what)
-    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.LPPool1d, nn.LPPool2d)):
-        n = 1 if isinstance(module, (nn.MaxPool1d, nn.AvgPool1d, nn.LPPool1d)) else 2
-        kernel = _ntuple(module.kernel_size, n)
-        stride = kernel if module.stride is None or module.stride == () else _ntuple(module.stride, n)
-        padding = _ntuple(getattr(module, "padding", 0), n)
-        dilation = _ntuple(getattr(module, "dilation", 1), n)
-        if getattr(module, "return_indices", False):
-            return _Unknown(f"{what} returns (values, indices), not a single tensor")
-        return _window_op(state, kernel, stride, padding, dilation, what)
-    if isinstance(module, _PAD_MODULES):
-        return _pad_op(state, module.padding, what)
-    if isinstance(module, _ELEMENTWISE_MODULES):
-        return state
-    if isinstance(module, _CHANNEL_DIM_MODULES) and getattr(module, "dim", None) == 1:
+    try:
+        geometry = modules.window(module)
+    except ValueError as err:
+        return _Unknown(f"{what}: {err}")
+    if geometry is not None:
+        return _window_op(state, geometry.kernel, geometry.stride, geometry.padding, geometry.dilation, what)
+    if modules.padding(module) is not None:
+        return _pad_op(state, modules.padding(module), what)
+    if modules.kind(module) == "pointwise":
         return state
     return _Unknown(f"no receptive-field rule for {what}: its spatial geometry is not known "
                     f"(only convolutions, pools, padding and elementwise modules are)")
@@ -554,18 +527,18 @@ def _function_rule(model: nn.Module, node: fx.Node, states: dict):
             if not isinstance(weight, torch.Tensor) or weight.dim() != n + 2:
                 return _Unknown(f"{what} with a weight whose shape cannot be evaluated from the parameters")
             kernel = tuple(weight.shape[2:])
-            stride = _ntuple(bound.get("stride", 1), n)
+            stride = modules.ntuple(bound.get("stride", 1), n)
             padding = bound.get("padding", 0)
-            padding = padding if isinstance(padding, str) else _ntuple(padding, n)
-            dilation = _ntuple(bound.get("dilation", 1), n)
+            padding = padding if isinstance(padding, str) else modules.ntuple(padding, n)
+            dilation = modules.ntuple(bound.get("dilation", 1), n)
         else:
             if bound.get("return_indices"):
                 return _Unknown(f"{what} returns (values, indices), not a single tensor")
-            kernel = _ntuple(bound["kernel_size"], n)
+            kernel = modules.ntuple(bound["kernel_size"], n)
             stride = bound.get("stride")
-            stride = kernel if stride is None or stride == () or stride == [] else _ntuple(stride, n)
-            padding = _ntuple(bound.get("padding", 0), n)
-            dilation = _ntuple(bound.get("dilation", 1), n)
+            stride = kernel if stride is None or stride == () or stride == [] else modules.ntuple(stride, n)
+            padding = modules.ntuple(bound.get("padding", 0), n)
+            dilation = modules.ntuple(bound.get("dilation", 1), n)
         if any(isinstance(v, fx.Node) for v in (*kernel, *stride, *dilation)) or (
                 not isinstance(padding, str) and any(isinstance(v, fx.Node) for v in padding)):
             return _Unknown(f"{what} with window parameters computed at run time")
@@ -625,10 +598,10 @@ class _WindowMean(nn.Module):
         if x.dim() != self.n + 2:  # unbatched input: leave it to the pool itself
             return self.pool(x)
         n, pool = self.n, self.pool
-        kernel = _ntuple(pool.kernel_size, n)
-        stride = _ntuple(pool.stride if pool.stride is not None else pool.kernel_size, n)
-        padding = _ntuple(pool.padding, n)
-        dilation = _ntuple(pool.dilation, n)
+        kernel = modules.ntuple(pool.kernel_size, n)
+        stride = modules.ntuple(pool.stride if pool.stride is not None else pool.kernel_size, n)
+        padding = modules.ntuple(pool.padding, n)
+        dilation = modules.ntuple(pool.dilation, n)
         out_size = pool(x).shape[2:]  # PyTorch's own output size, ceil_mode included
         if n == 1:
             x = x.unsqueeze(2)

@@ -21,15 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import modules
 from ..core.layers import modules_run_before
-
-#: Modules that act on each position separately (in eval mode) and keep the map's geometry.
-_POINTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Identity,
-    nn.Dropout, nn.Dropout2d, nn.BatchNorm2d, nn.LocalResponseNorm,
-)
-
 
 @dataclass(frozen=True)
 class _Step:
@@ -42,31 +35,30 @@ class _Step:
     padding: tuple[int, int] = (0, 0)
 
 
-def _pair(value) -> tuple[int, int]:
-    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
 def _step(module: nn.Module) -> _Step | None:
-    """The chain step of ``module``, or None when the cone forward does not support it."""
-    if isinstance(module, _POINTWISE):
-        if isinstance(module, nn.BatchNorm2d) and module.training:
+    """The chain step of ``module``, or None when the cone forward does not support it.
+
+    Kinds and geometry come from :mod:`nsi_widgets.core.modules`; the cone supports the pointwise
+    modules, zero-padded 2-d convolutions (of exactly ``nn.Conv2d``), 2-d max pooling, and 2-d average
+    pooling without ``ceil_mode`` or a divisor override.
+    """
+    if modules.kind(module) == "pointwise":
+        return _Step(module, "pointwise") if modules.is_local(module) else None
+    try:
+        geometry = modules.window(module)
+    except ValueError:
+        return None
+    if geometry is None or geometry.ndim != 2 or isinstance(geometry.padding, str):
+        return None
+    if geometry.op == "conv" and type(module) is nn.Conv2d and module.padding_mode == "zeros":
+        return _Step(module, "conv", geometry.extent, geometry.stride, geometry.padding)
+    if geometry.op == "max" and isinstance(module, nn.MaxPool2d):
+        return _Step(module, "max", geometry.extent, geometry.stride, geometry.padding)
+    if geometry.op == "avg" and isinstance(module, nn.AvgPool2d) and not module.ceil_mode \
+            and module.divisor_override is None:
+        if geometry.padding != (0, 0) and not module.count_include_pad:
             return None
-        return _Step(module, "pointwise")
-    if isinstance(module, nn.Conv2d) and type(module) is nn.Conv2d:
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            return None
-        kernel, dilation = _pair(module.kernel_size), _pair(module.dilation)
-        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-        return _Step(module, "conv", extent, _pair(module.stride), _pair(module.padding))
-    if isinstance(module, nn.MaxPool2d) and not module.return_indices:
-        kernel, dilation = _pair(module.kernel_size), _pair(module.dilation)
-        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-        return _Step(module, "max", extent, _pair(module.stride), _pair(module.padding))
-    if isinstance(module, nn.AvgPool2d) and not module.ceil_mode and module.divisor_override is None:
-        padding = _pair(module.padding)
-        if padding != (0, 0) and not module.count_include_pad:
-            return None
-        return _Step(module, "avg", _pair(module.kernel_size), _pair(module.stride), padding)
+        return _Step(module, "avg", geometry.kernel, geometry.stride, geometry.padding)
     return None
 
 

@@ -1,19 +1,19 @@
 """Receptive-field crops and Neuron Features (METHODS.md section 3).
 
-The crops are read in one pass over only the images that some top-N list references, each image
-loaded once (:func:`referenced_image_pass`); every consumer of crops (Neuron Features, the grey and
-transformed activations of the indexes) works on the same loaded batch.
+The crops are read in one pass (:func:`nsi_widgets.core.passes.run_pass`) over only the images that
+some top-N list references, each image loaded once; every consumer of crops (Neuron Features, the grey
+and transformed activations of the indexes) works on the same loaded batch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.data import iterate_batches
+from ..core.passes import Batch, Consumer
 from ..core.receptive_field import ReceptiveField
 
 NF_MODES = ("weighted", "mean", "border")
@@ -108,34 +108,26 @@ def gather_crops(images: torch.Tensor, batch_pos: np.ndarray, y0: np.ndarray, x0
     return crops, inside_mask(y0, x0, size, image_size)
 
 
-class CropConsumer(Protocol):
-    """Something that works on each batch of referenced images."""
-
-    def consume(self, batch_indices: np.ndarray, images: torch.Tensor) -> None: ...
-
-
 def referenced_images(top_indices: Sequence[np.ndarray]) -> np.ndarray:
-    """Sorted unique dataset indices referenced by any of the given top-N lists."""
+    """Sorted unique dataset indices referenced by any of the given top-N lists (``-1`` slots left out)."""
     if not top_indices:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.concatenate([t.reshape(-1) for t in top_indices]))
+    ids = np.unique(np.concatenate([t.reshape(-1) for t in top_indices]))
+    return ids[ids >= 0]
 
 
-def referenced_image_pass(data, image_indices: np.ndarray, consumers: Sequence[CropConsumer], *,
-                          batch_size: int, num_workers: int = 0, progress=None) -> None:
-    """Load each referenced image once, in index order, and hand every batch to every consumer."""
-    if len(image_indices) == 0 or not consumers:
-        return
-    for batch_indices, images, _ in iterate_batches(data, image_indices, batch_size, num_workers):
-        batch_np = batch_indices.numpy()
-        for consumer in consumers:
-            consumer.consume(batch_np, images)
-        if progress is not None:
-            progress.update(len(batch_np))
+#: Fixed-point scale of the crop sums: each batch's float32 partial sums are rounded to multiples of
+#: 2**-32 and added as int64, so sums are exact and merge in any order (several processes, resume).
+_FIXED_POINT = 2.0 ** 32
 
 
-class NeuronFeatureAccumulator:
-    """Weighted sums of receptive-field crops per unit, and thumbnails of the first top crops.
+class NeuronFeatureAccumulator(Consumer):
+    """Weighted sums of receptive-field crops per unit, and thumbnails of the first top crops; a
+    consumer of the pass over the referenced images.
+
+    Within a batch the crops are summed in float32 in reference order; each batch's sums are then
+    added to the totals in 2**-32 fixed point (int64), which makes the totals independent of how the
+    batches are split over processes or runs.
 
     Parameters
     ----------
@@ -159,14 +151,20 @@ class NeuronFeatureAccumulator:
         self.refs = refs
         self.mode = mode
         h, w = refs.receptive_field.size
-        self.sums = torch.zeros(refs.n_units, 3, h, w, dtype=torch.float32)
+        self.sums = torch.zeros(refs.n_units, 3, h, w, dtype=torch.int64)
+        self._partial = torch.zeros(refs.n_units, 3, h, w, dtype=torch.float32)
         self.image_size = tuple(image_size)
         self.n_thumbnails = min(n_thumbnails, refs.top_n)
         self.thumb_factor = max(1, -(-max(h, w) // max(1, thumbnail_size)))  # ceil division
         self.thumb_shape = (-(-h // self.thumb_factor), -(-w // self.thumb_factor))
         self.thumbnails = np.zeros((refs.n_units, self.n_thumbnails, *self.thumb_shape, 3), dtype=np.uint8)
+        self.thumb_filled = np.zeros((refs.n_units, self.n_thumbnails), dtype=bool)
+
+    def on_batch(self, batch: Batch) -> None:
+        self.consume(batch.indices.numpy(), batch.images)
 
     def consume(self, batch_indices: np.ndarray, images: torch.Tensor) -> None:
+        """Add the crops of the references whose images are ``images`` (dataset ``batch_indices``)."""
         refs = self.refs
         sl = refs.in_batch(batch_indices)
         if sl.stop <= sl.start:
@@ -178,11 +176,14 @@ class NeuronFeatureAccumulator:
         units, weights, ranks = refs.unit[sl], refs.weight[sl], refs.rank[sl]
         # Accumulate in place, one window at a time: no (R, 3, h, w) tensor of crops is ever built.
         (h, w), (height, width) = size, image_size
-        sums = self.sums
+        partial = self._partial
         for b, y, x, unit, weight in zip(batch_pos.tolist(), y0.tolist(), x0.tolist(), units.tolist(), weights.tolist()):
             ys, ye, xs, xe = max(0, -y), min(h, height - y), max(0, -x), min(w, width - x)
             if weight > 0 and ye > ys and xe > xs:
-                sums[unit, :, ys:ye, xs:xe].add_(images[b, :, y + ys: y + ye, x + xs: x + xe], alpha=weight)
+                partial[unit, :, ys:ye, xs:xe].add_(images[b, :, y + ys: y + ye, x + xs: x + xe], alpha=weight)
+        touched = torch.from_numpy(np.unique(units))
+        self.sums[touched] += torch.round(partial[touched].double() * _FIXED_POINT).long()
+        partial[touched] = 0
         if self.n_thumbnails:
             keep = np.nonzero(ranks < self.n_thumbnails)[0]
             if len(keep):
@@ -194,6 +195,22 @@ class NeuronFeatureAccumulator:
             crops = F.avg_pool2d(crops, self.thumb_factor, ceil_mode=True)
         pixels = (crops.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         self.thumbnails[units, ranks] = pixels
+        self.thumb_filled[units, ranks] = True
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"sums": self.sums.numpy().copy(), "thumbnails": self.thumbnails.copy(),
+                "thumb_filled": self.thumb_filled.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.sums = torch.from_numpy(np.array(state["sums"], dtype=np.int64))
+        self.thumbnails = np.array(state["thumbnails"], dtype=np.uint8)
+        self.thumb_filled = np.array(state["thumb_filled"], dtype=bool)
+
+    def merge_state(self, state: dict[str, np.ndarray]) -> None:
+        self.sums += torch.from_numpy(np.asarray(state["sums"], dtype=np.int64))
+        filled = np.asarray(state["thumb_filled"], dtype=bool)
+        self.thumbnails[filled] = np.asarray(state["thumbnails"])[filled]
+        self.thumb_filled |= filled
 
     def _inside_weight(self) -> torch.Tensor:
         """(C, h, w): per unit and crop pixel, the summed weight of the crops where it is inside the
@@ -220,12 +237,13 @@ class NeuronFeatureAccumulator:
         safe = torch.where(totals > 0, totals, torch.ones_like(totals))
         inside_weight = self._inside_weight()
         coverage = inside_weight / safe[:, None, None]
+        sums = self.sums.double() / _FIXED_POINT
         if self.mode == "weighted":
-            nf = self.sums / safe[:, None, None, None]
+            nf = sums / safe[:, None, None, None]
         elif self.mode == "mean":
-            nf = self.sums / self.refs.top_n
+            nf = sums / self.refs.top_n
         else:
             per_pixel = torch.where(inside_weight > 0, inside_weight, torch.ones_like(inside_weight))
-            nf = self.sums / per_pixel[:, None]
+            nf = sums / per_pixel[:, None]
         nf = torch.where((totals > 0)[:, None, None, None], nf, torch.zeros_like(nf))
         return (nf.permute(0, 2, 3, 1).float().numpy(), coverage.float().numpy())

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.layers import LayerRecorder
+from ..core.passes import Batch, Consumer
 from .cone import ChainCone
 from .features import LayerReferences, crop_chunk_size, gather_crops
-from ..core.layers import LayerRecorder
 
 CropTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -45,7 +46,45 @@ def sub_image_bounds(refs: LayerReferences, ids: np.ndarray, image_size: tuple[i
     return top, bottom, left, right
 
 
-class TransformedActivations:
+class ReferenceValues:
+    """One float per reference of a layer and per named transform, with the set of references done.
+
+    The state of the consumers below: saving, loading and merging it is exact (each value is computed
+    by exactly one process, from the same batches one process would run).
+    """
+
+    def __init__(self, refs: LayerReferences, names):
+        self.refs = refs
+        self.values = {name: np.full(len(refs.unit), np.nan, dtype=np.float32) for name in names}
+        self.done = np.zeros(len(refs.unit), dtype=bool)
+
+    def state(self, prefix: str = "") -> dict[str, np.ndarray]:
+        out = {f"{prefix}value:{k}": v.copy() for k, v in self.values.items()}
+        out[f"{prefix}done"] = self.done.copy()
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray], prefix: str = "") -> None:
+        self.values = {k: np.array(state[f"{prefix}value:{k}"], dtype=np.float32) for k in self.values}
+        self.done = np.array(state[f"{prefix}done"], dtype=bool)
+
+    def merge_state(self, state: dict[str, np.ndarray], prefix: str = "") -> None:
+        theirs = np.asarray(state[f"{prefix}done"], dtype=bool)
+        for k, v in self.values.items():
+            v[theirs] = np.asarray(state[f"{prefix}value:{k}"])[theirs]
+        self.done |= theirs
+
+    def tables(self) -> dict[str, np.ndarray]:
+        """Per name, a (C, N) array in rank order."""
+        refs = self.refs
+        out = {}
+        for name, values in self.values.items():
+            table = np.full((refs.n_units, refs.top_n), np.nan, dtype=np.float32)
+            table[refs.unit, refs.rank] = values
+            out[name] = table
+        return out
+
+
+class TransformedActivations(Consumer):
     """Compute ``a^T_j`` for every reference of one layer, as a consumer of the referenced-image pass.
 
     Parameters
@@ -75,17 +114,27 @@ class TransformedActivations:
         self.shortcut = shortcut
         self.batch_size = batch_size
         self.cone = cone
-        n_refs = len(refs.unit)
         # Results in reference order (sorted by image), reshaped to (C, N) at the end.
-        self.values = {name: np.full(n_refs, np.nan, dtype=np.float32) for name in transforms}
+        self.results = ReferenceValues(refs, transforms)
 
-    def consume(self, batch_indices: np.ndarray, images: torch.Tensor) -> None:
+    def on_batch(self, batch: Batch) -> None:
+        batch_indices, images = batch.indices.numpy(), batch.images
         sl = self.refs.in_batch(batch_indices)
         # Chunks bound the memory of the crops and sub-images built at once.
         for part in self.refs.chunks(sl, crop_chunk_size(self.refs.receptive_field)):
             ids = np.arange(part.start, part.stop)
             for name, transform in self.transforms.items():
-                self.values[name][part] = self.compute(batch_indices, images, ids, transform)
+                self.results.values[name][part] = self.compute(batch_indices, images, ids, transform)
+        self.results.done[sl] = True
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.results.state()
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.results.load_state(state)
+
+    def merge_state(self, state: dict[str, np.ndarray]) -> None:
+        self.results.merge_state(state)
 
     def compute(self, batch_indices: np.ndarray, images: torch.Tensor, ids: np.ndarray,
                 transform: CropTransform, shortcut: bool | None = None) -> np.ndarray:
@@ -194,13 +243,56 @@ class TransformedActivations:
 
     def result(self) -> dict[str, np.ndarray]:
         """Per transform, a (C, N) array of transformed activations (rank order)."""
-        refs = self.refs
-        out = {}
-        for name, values in self.values.items():
-            table = np.full((refs.n_units, refs.top_n), np.nan, dtype=np.float32)
-            table[refs.unit, refs.rank] = values
-            out[name] = table
-        return out
+        return self.results.tables()
+
+
+class WholeImageTransforms(Consumer):
+    """Pixel-wise transforms (luminance grey) applied to whole images: one forward per image and
+    transform serves every reference of that image in every local layer (exact for them: a unit
+    sees only its receptive field, and a pixel-wise transform of the whole image changes that
+    field exactly as the transform of the crop does)."""
+
+    def __init__(self, model, modules: dict[str, nn.Module], refs: dict[str, LayerReferences],
+                 transforms: dict[str, Callable], preprocess, device):
+        self.model, self.modules, self.refs = model, modules, refs
+        self.transforms, self.preprocess, self.device = transforms, preprocess, device
+        self.results = {layer: ReferenceValues(r, transforms) for layer, r in refs.items()}
+
+    def on_batch(self, batch: Batch) -> None:
+        batch_indices = batch.indices.numpy()
+        for key, transform in self.transforms.items():
+            outputs: dict[str, torch.Tensor] = {}
+            inputs = transform(batch.images, None).to(self.device)
+            if self.preprocess is not None:
+                inputs = self.preprocess(inputs)
+            with LayerRecorder(self.modules, lambda n, o: outputs.__setitem__(n, o.float().cpu())) as rec, \
+                    torch.inference_mode():
+                rec.run(self.model, inputs)
+            for layer, refs in self.refs.items():
+                sl = refs.in_batch(batch_indices)
+                if sl.stop <= sl.start:
+                    continue
+                pos = torch.from_numpy(np.searchsorted(batch_indices, refs.image[sl]))
+                self.results[layer].values[key][sl] = outputs[layer][
+                    pos, torch.from_numpy(refs.unit[sl]), torch.from_numpy(refs.y[sl]),
+                    torch.from_numpy(refs.x[sl])].numpy()
+        for layer, refs in self.refs.items():
+            self.results[layer].done[refs.in_batch(batch_indices)] = True
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: v for layer, r in self.results.items() for k, v in r.state(f"{layer}|").items()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        for layer, r in self.results.items():
+            r.load_state(state, f"{layer}|")
+
+    def merge_state(self, state: dict[str, np.ndarray]) -> None:
+        for layer, r in self.results.items():
+            r.merge_state(state, f"{layer}|")
+
+    def result(self, layer: str) -> dict[str, np.ndarray]:
+        """Per transform, a (C, N) array of ``layer``'s transformed activations (rank order)."""
+        return self.results[layer].tables()
 
 
 def check_samples(refs: LayerReferences, image_size: tuple[int, int], n_samples: int = 6) -> np.ndarray:

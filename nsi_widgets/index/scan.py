@@ -3,26 +3,18 @@
 For every unit (channel) of every requested layer, keep the ``N`` images with the largest map
 maximum, with the location of that maximum. State lives on the model's device and is bounded by
 ``units x N``; partial states merge associatively (:meth:`TopNState.merge`), which is what
-checkpoint/resume (and a split over several processes) rests on.
+checkpoint/resume and a split over several processes rest on. :class:`TopNScan` is the pass consumer
+(:mod:`nsi_widgets.core.passes`).
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..core.data import iterate_batches
-from ..core.layers import LayerRecorder
-from ..core.storage import read_archive, write_archive
-
-CHECKPOINT_FORMAT = "nsi-widgets-scan-checkpoint"
-CHECKPOINT_VERSION = 1
+from ..core.passes import Batch, Consumer
 
 
 @dataclass
@@ -162,88 +154,90 @@ def _located(values: torch.Tensor, threshold: torch.Tensor | None) -> torch.Tens
     return (values > threshold.to(values.dtype)[None, :]).flatten().nonzero().squeeze(1)
 
 
-def scan_top_n(model: nn.Module, data: Sequence, modules: dict[str, nn.Module], top_n: int, *,
-               preprocess: Callable | None, batch_size: int, device: torch.device, num_workers: int = 0,
-               progress=None, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
-               checkpoint_key: dict | None = None, n_images: int,
-               ) -> tuple[dict[str, TopNState], np.ndarray, dict[str, tuple[int, ...]]]:
-    """Scan ``data`` and return per-layer top-N states, the labels of all images, and map shapes.
+class TopNScan(Consumer):
+    """The running top-N of every unit of ``layers`` (METHODS.md section 1), as a pass consumer.
 
-    Labels of every image are kept (one int64 each: negligible next to the images) so that the
-    class index can be computed without reading the dataset again.
+    Each layer's map is reduced as soon as the layer produces it. Images that are not ``valid``
+    (skipped) never enter a top list. State: per layer the (C, N) values, dataset indices and flat
+    positions, and the map shape; merging two states is :meth:`TopNState.merge` (exact, associative).
     """
-    states: dict[str, TopNState] = {}
-    labels = np.full(n_images, -1, dtype=np.int64)
-    map_shapes: dict[str, tuple[int, ...]] = {}
-    start = 0
-    key = dict(checkpoint_key or {}, batch_size=batch_size, top_n=top_n, n_images=n_images,
-               layers=list(modules))
-    if checkpoint is not None and Path(checkpoint).exists():
-        start, states, labels, map_shapes = _load_checkpoint(checkpoint, key, device)
-        if progress is not None:
-            progress.update(start)
 
-    batch = {}
+    def __init__(self, layers: Sequence[str], top_n: int, device=None):
+        self.layers = tuple(layers)
+        self.top_n = int(top_n)
+        self.device = device
+        self.states: dict[str, TopNState] = {}
+        self.map_shapes: dict[str, tuple[int, ...]] = {}
 
-    def on_output(name: str, output: torch.Tensor) -> None:
-        # Reduce each map as soon as the layer produces it, so the output can be freed early.
-        state = states.get(name)
+    def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
+        state = self.states.get(name)
         if state is None:
-            state = states[name] = TopNState.empty(output.shape[1], top_n, device=output.device)
-            map_shapes[name] = tuple(output.shape[1:])
+            state = self.states[name] = TopNState.empty(output.shape[1], self.top_n, device=output.device)
+            self.map_shapes[name] = tuple(output.shape[1:])
         values, positions = spatial_max(output, threshold=state.values[:, -1])
-        state.update(values, positions, batch["indices"].to(values.device))
+        if not bool(batch.valid.all()):
+            values[~batch.valid.to(values.device)] = -torch.inf
+        state.update(values, positions, batch.indices.to(values.device))
 
-    batches_since_save = 0
-    with LayerRecorder(modules, on_output) as recorder, torch.inference_mode():
-        for batch_indices, images, batch_labels in iterate_batches(
-                data, range(start, n_images), batch_size, num_workers):
-            inputs = images.to(device, non_blocking=True)
-            if preprocess is not None:
-                inputs = preprocess(inputs)
-            batch["indices"] = batch_indices
-            recorder.run(model, inputs)
-            labels[batch_indices.numpy()] = batch_labels.numpy()
-            if progress is not None:
-                progress.update(len(batch_indices))
-            batches_since_save += 1
-            if checkpoint is not None and batches_since_save >= checkpoint_every:
-                _save_checkpoint(checkpoint, key, int(batch_indices[-1]) + 1, states, labels, map_shapes)
-                batches_since_save = 0
-    if checkpoint is not None:
-        _save_checkpoint(checkpoint, key, n_images, states, labels, map_shapes)
-    return states, labels, map_shapes
+    def state(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, state in self.states.items():
+            for key, value in state.to_numpy().items():
+                out[f"{name}/{key}"] = value
+            out[f"{name}/map_shape"] = np.asarray(self.map_shapes[name], dtype=np.int64)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.states, self.map_shapes = {}, {}
+        for name in self.layers:
+            if f"{name}/values" in state:
+                self.states[name] = TopNState.from_numpy(
+                    {k: state[f"{name}/{k}"] for k in ("values", "indices", "positions")}, device=self.device)
+                self.map_shapes[name] = tuple(int(v) for v in state[f"{name}/map_shape"])
+
+    def merge_state(self, state: dict[str, np.ndarray]) -> None:
+        other = TopNScan(self.layers, self.top_n, self.device)
+        other.load_state(state)
+        for name, theirs in other.states.items():
+            mine = self.states.get(name)
+            self.states[name] = theirs if mine is None else mine.merge(theirs)
+            self.map_shapes.setdefault(name, other.map_shapes[name])
+
+    def result(self) -> dict[str, tuple[dict[str, np.ndarray], tuple[int, ...]]]:
+        """Per layer: ``({"values", "indices", "positions"}, map_shape)``."""
+        missing = [n for n in self.layers if n not in self.states]
+        if missing:
+            raise RuntimeError(f"layers {missing} produced no output in the scan")
+        return {name: (self.states[name].to_numpy(), self.map_shapes[name]) for name in self.layers}
 
 
-def _save_checkpoint(path, key: dict, next_index: int, states: dict[str, TopNState], labels: np.ndarray,
-                     map_shapes: dict[str, tuple[int, ...]]) -> None:
-    """Write the scan state atomically (temp file + rename): a crash leaves the previous checkpoint."""
-    manifest = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": key,
-                "next_index": next_index, "map_shapes": {k: list(v) for k, v in map_shapes.items()},
-                "layers": list(states)}
-    arrays = {"labels": labels}
-    for i, (name, state) in enumerate(states.items()):
-        for field, value in state.to_numpy().items():
-            arrays[f"layer{i}_{field}"] = value
-    write_archive(path, manifest, arrays, what="checkpoint")
+class LabelCollector(Consumer):
+    """The label of every image of the pass (one int64 each: negligible next to the images), so that
+    class indexes need no second read of the dataset."""
 
+    _UNSEEN = -2
 
-def _load_checkpoint(path, key: dict, device):
-    try:
-        with read_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, what="checkpoint") as z:
-            manifest = z.manifest
-            labels = z.array("labels")
-            states = {name: TopNState.from_numpy({f: z.array(f"layer{i}_{f}") for f in ("values", "indices", "positions")},
-                                                 device=device)
-                      for i, name in enumerate(manifest["layers"])}
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot resume from checkpoint {str(path)!r}: {err}. Delete it or pass another "
-                         "checkpoint path to start afresh") from None
-    saved = manifest["key"]
-    differing = sorted(k for k in set(saved) | set(key) if saved.get(k) != key.get(k))
-    if differing:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {key.get(k)!r}" for k in differing)
-        raise ValueError(f"checkpoint {str(path)!r} belongs to a different run ({details}). Resume with the "
-                         "same model, data and arguments, or pass another checkpoint path")
-    map_shapes = {k: tuple(v) for k, v in manifest["map_shapes"].items()}
-    return int(manifest["next_index"]), states, labels, map_shapes
+    def __init__(self, n_images: int):
+        self.labels = np.full(n_images, self._UNSEEN, dtype=np.int64)
+        self.skipped = np.zeros(n_images, dtype=bool)
+
+    def on_batch(self, batch: Batch) -> None:
+        valid = batch.valid.numpy()
+        self.labels[batch.indices.numpy()] = np.where(valid, batch.labels.numpy(), -1)
+        self.skipped[batch.indices.numpy()] = ~valid
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"labels": self.labels.copy(), "skipped": self.skipped.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.labels = np.array(state["labels"], dtype=np.int64)
+        self.skipped = np.array(state["skipped"], dtype=bool)
+
+    def merge_state(self, state: dict[str, np.ndarray]) -> None:
+        theirs = state["labels"]
+        self.labels = np.where(theirs != self._UNSEEN, theirs, self.labels)
+        self.skipped = self.skipped | np.asarray(state["skipped"], dtype=bool)
+
+    def result(self) -> np.ndarray:
+        """(n,) int64 labels, ``-1`` for unlabelled, skipped or unseen images."""
+        return np.where(self.labels == self._UNSEEN, -1, self.labels)

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from .concepts import CONCEPT_CATEGORIES, CONCEPTS, ConceptDataset
-from .external import load_factory, torchvision_dataset, torchvision_model
-from .folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from .external import FactoryError, FactoryTypeError, load_factory, torchvision_dataset, torchvision_model
+from .folder import IMAGE_EXTENSIONS, BadImageError, ImageFolderDataset, ImageFolderError
 from .models import ARCHITECTURES, CONV_LAYERS, RESNET_LAYERS, ShapesCNN, ShapesResNet, conv_layers
 from .render import BACKGROUND_KINDS, SHAPE_KINDS
 from .shapes import (CLASS_HIERARCHIES, CLASS_PARENTS, CLASSES, COLOR_FAMILIES, COLOR_PARENTS, COLORS,
@@ -58,9 +58,10 @@ __all__ = [
     "load", "load_concepts", "available", "make_shapes", "ShapesDataset", "ConceptDataset", "ShapesCNN",
     "ShapesResNet", "conv_layers", "CONV_LAYERS", "RESNET_LAYERS", "MODELS", "CLASSES", "CLASS_PARENTS",
     "COLOR_PARENTS", "CLASS_HIERARCHIES", "SHAPE_FAMILIES", "COLOR_FAMILIES", "COLORS", "SHAPE_KINDS",
-    "TEXTURE_PARENTS", "TEXTURE_FAMILIES", "BACKGROUND_KINDS", "CONCEPTS", "CONCEPT_CATEGORIES", "class_label", "ImageFolderDataset",
-    "IMAGE_EXTENSIONS", "load_factory", "torchvision_model", "torchvision_dataset", "shapes_report",
-    "load_model", "WEIGHTS_DIR", "INDEX_SEED", "INDEX_SIZE", "CONCEPT_SEED", "CONCEPT_SIZE",
+    "TEXTURE_PARENTS", "TEXTURE_FAMILIES", "BACKGROUND_KINDS", "CONCEPTS", "CONCEPT_CATEGORIES", "class_label",
+    "ImageFolderDataset", "IMAGE_EXTENSIONS", "ImageFolderError", "BadImageError", "load_factory", "FactoryError",
+    "FactoryTypeError", "torchvision_model", "torchvision_dataset", "shapes_report", "load_model", "WEIGHTS_DIR",
+    "INDEX_SEED", "INDEX_SIZE", "CONCEPT_SEED", "CONCEPT_SIZE",
 ]
 
 

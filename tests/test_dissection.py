@@ -1,0 +1,222 @@
+"""Network Dissection against brute force: every map stored, numpy quantiles, numpy upsampling, counts."""
+import numpy as np
+import pytest
+import torch
+
+import nsi_widgets as nsi
+from nsi_widgets.concepts import dissect, load_dissection
+from nsi_widgets.concepts.upsample import AlignedUpsampler
+from nsi_widgets.core.errors import InputError
+from _models import make_cnn, make_images
+
+LAYERS = ["relu1", "relu2", "pool", "relu3"]
+
+
+class Concepts(torch.utils.data.Dataset):
+    """Masks from the images themselves: bright pixels, reddish pixels, the left third, and a concept
+    of a second category that only some images label (the 'spot' category is absent elsewhere)."""
+
+    concepts = ["bright", "reddish", "left", "spot"]
+    concept_categories = ["tone", "tone", "place", "marks"]
+
+    def __init__(self, n, mask_scale=1, seed=3, fail_at=None):
+        self.images = make_images(n, seed=seed)
+        self.scale, self.fail_at = mask_scale, fail_at
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        reads = self.__dict__.setdefault("reads", [])    # crash when the second (IoU) pass reaches fail_at
+        if self.fail_at is not None and i == self.fail_at and reads.count(i) == 1:
+            raise RuntimeError("simulated crash")
+        reads.append(i)
+        image = self.images[i]
+        h, w = image.shape[1] // self.scale, image.shape[2] // self.scale
+        small = torch.nn.functional.avg_pool2d(image[None], self.scale)[0] if self.scale > 1 else image
+        left = torch.zeros(h, w, dtype=torch.bool)
+        left[:, : w // 3] = True
+        spot = torch.zeros(h, w, dtype=torch.bool)
+        if i % 3 == 0:
+            spot[h // 4: h // 2, w // 4: w // 2] = True
+        masks = torch.stack([small.mean(0) > 0.55, small[0] > small[1] + 0.1, left, spot])
+        return image, masks
+
+
+def _maps(model, data, layer, batch_size):
+    """Every map of the layer, forwarded in the same batches as the run (CPU results depend on them)."""
+    module = dict(model.named_modules())[layer]
+    out = []
+    handle = module.register_forward_hook(lambda m, i, o: out.append(o.detach().double().numpy()))
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            model(torch.stack([data[i][0] for i in range(start, min(start + batch_size, len(data)))]))
+    handle.remove()
+    return np.concatenate(out)                               # (n, C, h, w)
+
+
+def _upsample(maps, rf, image_size, mask_size):
+    """Rows then columns, a[lo] * (1 - f) + a[hi] * f, at the receptive-field centres (written anew)."""
+    def axis(m, image, length, r, s, p):
+        lo, hi, f = [], [], []
+        for v in range(m):
+            u = (v + 0.5) * image / m - 0.5
+            t = min(max((u + p - (r - 1) / 2) / s, 0.0), length - 1.0)
+            a = int(np.floor(t))
+            lo.append(a), hi.append(min(a + 1, length - 1)), f.append(t - a)
+        return np.array(lo), np.array(hi), np.array(f)
+
+    ly, hy, fy = axis(mask_size[0], image_size[0], maps.shape[-2], rf.size[0], rf.stride[0], rf.padding[0])
+    lx, hx, fx = axis(mask_size[1], image_size[1], maps.shape[-1], rf.size[1], rf.stride[1], rf.padding[1])
+    x = maps[..., ly, :] * (1 - fy)[:, None] + maps[..., hy, :] * fy[:, None]
+    return x[..., lx] * (1 - fx) + x[..., hx] * fx
+
+
+def brute_force(model, data, layer, quantile, union, batch_size):
+    maps = _maps(model, data, layer, batch_size)
+    n, units = maps.shape[:2]
+    thresholds = np.array([np.quantile(maps[:, c].ravel(), 1 - quantile) for c in range(units)])
+    masks = np.stack([data[i][1].numpy() for i in range(n)])              # (n, K, Hm, Wm)
+    image_size = tuple(data[0][0].shape[1:])
+    rf = nsi.receptive_field(model, layer, input_size=image_size)
+    up = _upsample(maps, rf, image_size, masks.shape[-2:])                # (n, C, Hm, Wm)
+    above = up > thresholds[None, :, None, None]
+    categories = data.concept_categories
+    both = np.einsum("ncyx,nkyx->ck", above.astype(np.int64), masks.astype(np.int64))
+    concept_pixels = masks.sum(axis=(0, 2, 3))
+    iou = np.zeros((units, masks.shape[1]))
+    for k in range(masks.shape[1]):
+        if union == "all":
+            images = np.ones(n, bool)
+        else:                                  # images where k's category has a pixel of some concept
+            same = [j for j, c in enumerate(categories) if c == categories[k]]
+            images = masks[:, same].any(axis=(1, 2, 3))
+        unit_pixels = above[images].sum(axis=(0, 2, 3))
+        denominator = unit_pixels + concept_pixels[k] - both[:, k]
+        iou[:, k] = np.where(denominator > 0, both[:, k] / np.where(denominator > 0, denominator, 1), 0)
+    return thresholds, iou, (maps > thresholds[None, :, None, None]).mean(axis=(0, 2, 3))
+
+
+@pytest.mark.parametrize("union", ["labelled", "all"])
+@pytest.mark.parametrize("batch_size", [1, 7])
+@pytest.mark.parametrize("mask_scale", [1, 2])
+def test_iou_and_thresholds_equal_brute_force(union, batch_size, mask_scale):
+    model, data = make_cnn(0), Concepts(23, mask_scale)
+    result = dissect(model, data, LAYERS, quantile=0.02, union=union, batch_size=batch_size, progress=False)
+    for layer in LAYERS:
+        thresholds, iou, share = brute_force(model, data, layer, 0.02, union, batch_size)
+        L = result[layer]
+        np.testing.assert_array_equal(L.thresholds, thresholds)
+        np.testing.assert_allclose(L.iou, iou, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(L.above_share, share, rtol=1e-12)
+        best = np.where(iou.max(axis=1) > 0.04, iou.argmax(axis=1), -1)
+        np.testing.assert_array_equal(L.best_concept, best)
+        assert L.concepts == Concepts.concepts and L.categories == Concepts.concept_categories
+    if union == "labelled":   # the conventions differ here: 'spot' is labelled in a third of the images
+        other = dissect(model, data, ["relu3"], quantile=0.02, union="all", batch_size=batch_size, progress=False)
+        assert (other["relu3"].unit_pixels[:, 3] > result["relu3"].unit_pixels[:, 3]).any()
+        np.testing.assert_array_equal(other["relu3"].unit_pixels[:, :3], result["relu3"].unit_pixels[:, :3])
+
+
+def test_a_checkpoint_resumed_mid_way_equals_an_uninterrupted_run(tmp_path):
+    model = make_cnn(0)
+    whole = dissect(model, Concepts(23), LAYERS, quantile=0.02, batch_size=4, progress=False)
+    ckpt = tmp_path / "dissect.ckpt"
+    crashing = Concepts(23, fail_at=14)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        dissect(model, crashing, LAYERS, quantile=0.02, batch_size=4, progress=False, checkpoint=ckpt,
+                checkpoint_every=1)
+    from nsi_widgets.core.storage import read_archive
+    with read_archive(ckpt, "nsi-widgets-checkpoint", 2) as archive:
+        sections = archive.manifest["sections"]
+    assert sections["dissection: quantiles"]["finished"]
+    assert 0 < sections["dissection: IoU"]["batches_done"] < 6 and not sections["dissection: IoU"]["finished"]
+    resumed = dissect(model, Concepts(23), LAYERS, quantile=0.02, batch_size=4, progress=False, checkpoint=ckpt,
+                      checkpoint_every=1)
+    for layer in LAYERS:
+        np.testing.assert_array_equal(resumed[layer].iou, whole[layer].iou)
+        np.testing.assert_array_equal(resumed[layer].thresholds, whole[layer].thresholds)
+
+
+def test_the_upsampled_peak_lands_on_the_receptive_field_centre():
+    model = make_cnn(0)
+    for layer in ("relu2", "pool", "relu3"):
+        rf = nsi.receptive_field(model, layer, input_size=(40, 48))
+        out = {}
+        handle = dict(model.named_modules())[layer].register_forward_hook(
+            lambda m, i, o: out.__setitem__("s", o.shape))
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 40, 48))
+        handle.remove()
+        h, w = out["s"][-2:]
+        up = AlignedUpsampler(rf, (h, w), (40, 48), (40, 48))
+        for y, x in [(1, 1), (h // 2, w // 2), (h - 2, w - 3)]:
+            delta = torch.zeros(1, h, w)
+            delta[0, y, x] = 1.0
+            peak = up(delta)[0]
+            py, px = np.unravel_index(int(peak.argmax()), peak.shape)
+            cy = y * rf.stride[0] - rf.padding[0] + (rf.size[0] - 1) / 2
+            cx = x * rf.stride[1] - rf.padding[1] + (rf.size[1] - 1) / 2
+            assert abs(py - cy) <= 0.5 and abs(px - cx) <= 0.5, (layer, y, x, py, px, cy, cx)
+
+
+def test_sampled_quantiles_report_their_error_and_stay_within_it():
+    model, data = make_cnn(0), Concepts(23)
+    exact = dissect(model, data, ["relu1"], quantile=0.05, progress=False)
+    sampled = dissect(model, data, ["relu1"], quantile=0.05, progress=False, max_quantile_bytes=2000)
+    L = sampled["relu1"]
+    assert exact["relu1"].quantile_mode == "exact" and L.quantile_mode == "sampled"
+    assert 0 < L.sample_rate < 1 and L.quantile_error_bound > 0
+    alive = exact["relu1"].thresholds > 0
+    assert (np.abs(L.above_share[alive] - 0.05) <= L.quantile_error_bound).all()
+
+
+def test_results_save_load_and_attach(tmp_path):
+    model, data = make_cnn(0), Concepts(13)
+    result = dissect(model, data, ["relu1", "relu3"], progress=False)
+    loaded = load_dissection(result.save(tmp_path / "d"))
+    for layer in result:
+        for field in ("iou", "thresholds", "best_concept", "best_iou", "intersection", "unit_pixels"):
+            np.testing.assert_array_equal(getattr(loaded[layer], field), getattr(result[layer], field))
+    assert loaded.meta == result.meta
+    idx = nsi.index_neurons(model, data_for_index(data), ["relu1", "relu3"], top_n=3, progress=False, indexes=())
+    idx.attach("dissection", result.to_attachment())
+    df = nsi.load_index(idx.save(tmp_path / "i")).to_pandas()
+    np.testing.assert_allclose(df[df.layer == "relu3"]["dissection.best_iou"].to_numpy(), result["relu3"].best_iou)
+    assert set(result.summary().columns) >= {"layer", "category", "detectors", "unique_concepts"}
+
+
+def data_for_index(concepts):
+    return [concepts[i][0] for i in range(len(concepts))]
+
+
+@pytest.mark.parametrize("kwargs, phrase", [
+    (dict(quantile=0), "quantile"), (dict(quantile=1.5), "quantile"), (dict(iou_threshold=-1), "iou_threshold"),
+    (dict(union="some"), "union"), (dict(batch_size=0), "batch_size"), (dict(layers=["nope"]), "unknown layer"),
+])
+def test_bad_arguments_are_clear_errors(kwargs, phrase):
+    layers = kwargs.pop("layers", ["relu1"])
+    with pytest.raises(InputError, match=phrase):
+        dissect(make_cnn(0), Concepts(5), layers, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("bad, phrase", [
+    ("no names", "name its concepts"), ("wrong mask count", "one mask per concept"),
+    ("float masks", "boolean"), ("not pairs", "(image, masks)"), ("masks larger", "larger than the images"),
+])
+def test_bad_concept_data_is_a_clear_error(bad, phrase):
+    data = Concepts(5)
+    if bad == "no names":
+        data.concepts = None
+    elif bad == "wrong mask count":
+        data.concepts = ["a", "b"]
+        data.concept_categories = ["x", "y"]
+    elif bad == "float masks":
+        data.__class__ = type("F", (Concepts,), {"__getitem__": lambda s, i: (s.images[i], torch.rand(4, 20, 24))})
+    elif bad == "not pairs":
+        data.__class__ = type("P", (Concepts,), {"__getitem__": lambda s, i: s.images[i]})
+    elif bad == "masks larger":
+        data.__class__ = type("L", (Concepts,), {"__getitem__": lambda s, i: (s.images[i],
+                                                                            torch.zeros(4, 40, 48, dtype=torch.bool))})
+    with pytest.raises(InputError, match=phrase):
+        dissect(make_cnn(0), data, ["relu1"], progress=False)
