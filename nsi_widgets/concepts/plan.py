@@ -77,6 +77,17 @@ def split_items(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def data_check(data) -> DataCheck:
+    """How items of ``data`` are read: concept data (with ``.concepts``) as ``(image, masks)``, else as
+    ``(image, label)`` or ``image``."""
+    if getattr(data, "concepts", None) is not None:
+        from .data import describe
+
+        concepts = describe(data)
+        return DataCheck(image_shape=(3, *concepts.image_size), split=concepts.split)
+    return DataCheck()
+
+
 def model_device(model: nn.Module, device) -> torch.device:
     """The device to run on: the given one (checked), else the model's."""
     from ..index.options import _device

@@ -38,7 +38,7 @@ from ..core.passes import Batch, Consumer, run_pass
 from .activations import ModelPair, check_features, feature_size, features_of
 from .cka import BiasedCKAWarning, MinibatchCKA
 from .data import describe
-from .plan import RunOptions, checkpoint_for, model_device, output_shapes
+from .plan import RunOptions, checkpoint_for, data_check, model_device, output_shapes
 from .similarity_results import MEASURES, LayerSimilarity
 from .vectors import _method_options, fit_vectors
 
@@ -86,8 +86,8 @@ def _joint_name(joint: _Joint, tag: str, name: str) -> str:
 def layer_similarity(model_a: nn.Module, data, layers_a, model_b: nn.Module | None = None, layers_b=None,
                      method: str = "cka", *, features: str = "pooled", debiased: bool = True, options=None,
                      quality_floor: float | None = None, preprocess=None, preprocess_b="same", batch_size: int = 64,
-                     device=None, progress: bool = True, checkpoint=None, num_workers: int = 0,
-                     test_fraction: float = 0.25, seed: int = 0, max_feature_bytes: int = 512 * 2**20
+                     device=None, progress: bool = True, checkpoint=None, checkpoint_every: int = 50,
+                     num_workers: int = 0, test_fraction: float = 0.25, seed: int = 0, max_feature_bytes: int = 512 * 2**20
                      ) -> LayerSimilarity:
     """Compare layers within a model or across two models (docs/methods.md section 8).
 
@@ -120,7 +120,8 @@ def layer_similarity(model_a: nn.Module, data, layers_a, model_b: nn.Module | No
         As for :func:`~nsi_widgets.index.pipeline.index_neurons`; for CKA, ``batch_size`` is the
         minibatch of the HSIC estimate.
     checkpoint : path, optional
-        One checkpoint for all passes of the run.
+        One checkpoint for all passes of the run; a rerun resumes (``checkpoint_every``: save every this
+        many batches).
     test_fraction, seed
         The held-out share of the concept data, and the seed of the split and of the fits.
 
@@ -135,8 +136,8 @@ def layer_similarity(model_a: nn.Module, data, layers_a, model_b: nn.Module | No
     check_features(features)
     if quality_floor is not None and (isinstance(quality_floor, bool) or not isinstance(quality_floor, (int, float))):
         raise InputError(f"quality_floor must be a number or None, got {quality_floor!r}")
-    run = RunOptions(preprocess, batch_size, device, progress, checkpoint, 50, num_workers, test_fraction, seed,
-                     max_feature_bytes)
+    run = RunOptions(preprocess, batch_size, device, progress, checkpoint, checkpoint_every, num_workers,
+                     test_fraction, seed, max_feature_bytes)
     run.check()
     preprocess_b = preprocess if isinstance(preprocess_b, str) and preprocess_b == "same" else preprocess_b
     if preprocess_b is not None and not callable(preprocess_b):
@@ -157,19 +158,12 @@ def layer_similarity(model_a: nn.Module, data, layers_a, model_b: nn.Module | No
             m.train(mode)
 
 
-def _check_of(data) -> DataCheck:
-    if getattr(data, "concepts", None) is not None:
-        concepts = describe(data)
-        return DataCheck(image_shape=(3, *concepts.image_size), split=concepts.split)
-    return DataCheck()
-
-
 def _display(joint: _Joint, names: list[str]) -> list[str]:
     return names if joint.same else [n[2:] for n in names]
 
 
 def _cka(joint: _Joint, data, features: str, debiased: bool, run: RunOptions, device) -> LayerSimilarity:
-    check = _check_of(data)
+    check = data_check(data)
     names = list(joint.modules)
     if not debiased:
         sizes = {}
@@ -316,7 +310,7 @@ class ScoreCorrelation(Consumer):
         self._scores: dict[str, torch.Tensor] = {}
 
     def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
-        f = features_of(output[batch.valid.to(output.device)], self.features).to(torch.float64).cpu()
+        f = features_of(output[batch.valid.to(output.device)].to(torch.float64), self.features).cpu()
         self._scores[name] = f @ self.cavs[name].T                        # (B, K)
 
     def on_batch(self, batch: Batch) -> None:

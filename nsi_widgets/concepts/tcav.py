@@ -42,7 +42,7 @@ from ..core.passes import Batch, Consumer, run_pass
 from .activations import ActivationCollector, check_budget, check_features, feature_size, features_of
 from .classifier import accuracy, fit_linear, stratified_split
 from .data import describe
-from .plan import RunOptions, checkpoint_for, model_device, output_shapes
+from .plan import RunOptions, checkpoint_for, data_check, model_device, output_shapes
 from .stats import ttest_ind
 from .tcav_results import TCAVResult
 from .vector_results import ConceptVectors
@@ -387,18 +387,16 @@ class _Sources:
                 raise InputError(f"unknown concept {concept!r}; concept_data's concepts: "
                                  f"{', '.join(self.concepts.concepts[:30])}")
             self.concept_name, self.concept_items = concept, concept_data
-            self.concept_check = DataCheck(split=self.concepts.split)
         else:
             if not hasattr(concept, "__len__") or not hasattr(concept, "__getitem__"):
                 raise InputError(f"concept must be a concept name or a dataset of images, got {type(concept).__name__}")
             self.concepts = None
             self.concept_name = str(getattr(concept, "name", None) or "concept")
-            self.concept_items, self.concept_check = concept, DataCheck()
+            self.concept_items = concept
+        self.concept_check = data_check(self.concept_items)
         self.random_data = random_data if random_data is not None else (concept_data if concept_data is not None
                                                                          else data)
-        self.random_check = (self.concept_check if self.random_data is self.concept_items else
-                             DataCheck(split=describe(self.random_data).split) if self.random_data is concept_data
-                             else DataCheck())
+        self.random_check = data_check(self.random_data)
         self.same_pool = self.random_data is self.concept_items
 
     def positives(self, run: RunOptions, device, options: CAVOptions, ckpt) -> np.ndarray:

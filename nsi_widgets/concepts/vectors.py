@@ -26,8 +26,8 @@ _MIN_PIXELS = 16
 
 def concept_vectors(model: nn.Module, concept_data, layer, method: str = "net2vec", *, options=None,
                     test_fraction: float = 0.25, preprocess=None, batch_size: int = 64, device=None,
-                    progress: bool = True, checkpoint=None, num_workers: int = 0, seed: int = 0,
-                    max_feature_bytes: int = 512 * 2**20):
+                    progress: bool = True, checkpoint=None, checkpoint_every: int = 50, num_workers: int = 0,
+                    seed: int = 0, max_feature_bytes: int = 512 * 2**20):
     """Concept vectors of a layer (docs/methods.md section 8): per concept a weight per unit.
 
     Parameters
@@ -52,7 +52,8 @@ def concept_vectors(model: nn.Module, concept_data, layer, method: str = "net2ve
     preprocess, batch_size, device, progress, num_workers
         As for :func:`~nsi_widgets.index.pipeline.index_neurons`.
     checkpoint : path, optional
-        Checkpoint of every pass (keyed by the model, the data, preprocess and the settings).
+        Checkpoint of every pass (keyed by the model, the data, preprocess and the settings); a rerun
+        resumes. ``checkpoint_every``: save every this many batches.
     max_feature_bytes : int
         Memory for the kept training samples or activations; Net2Vec samples fewer pixels per image
         to stay within it (at least 16), other cases are refused up front.
@@ -66,8 +67,8 @@ def concept_vectors(model: nn.Module, concept_data, layer, method: str = "net2ve
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, not {method!r}")
     options = _method_options(method, options)
-    run = RunOptions(preprocess, batch_size, device, progress, checkpoint, 50, num_workers, test_fraction, seed,
-                     max_feature_bytes)
+    run = RunOptions(preprocess, batch_size, device, progress, checkpoint, checkpoint_every, num_workers,
+                     test_fraction, seed, max_feature_bytes)
     run.check()
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
