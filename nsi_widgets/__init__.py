@@ -7,9 +7,11 @@ selectivity indexes (plus orientation, symmetry, shape and user-registered ones)
 __version__ = "0.1.0"
 
 from .annotations import Annotation, AnnotationStore, merge_stores
-from .concepts import cka, concept_vectors, layer_similarity, tcav
 from .core.errors import IndexFileError, InputError, NsiError
-from .core.layers import list_layers, model_fingerprint
+from .concepts import dissect, load_dissection
+from .concepts import cka, concept_vectors, layer_similarity, tcav
+from .core.fingerprint import model_fingerprint
+from .core.layers import list_layers
 from .core.receptive_field import ReceptiveField, receptive_field
 from .index import LayerIndex, NeuronIndex, index_neurons, load_index
 from .index.selectivity import (available_indexes, class_frequencies, class_selectivity, color_selectivity,
@@ -32,5 +34,6 @@ __all__ = [
     "__version__", "index_neurons", "AnnotationStore", "Annotation", "merge_stores", "list_layers", "model_fingerprint", "receptive_field", "ReceptiveField",
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
     "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo",
-    "NsiError", "InputError", "IndexFileError", "cka", "concept_vectors", "tcav", "layer_similarity", *_WIDGETS,
+    "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection",
+    "cka", "concept_vectors", "tcav", "layer_similarity", *_WIDGETS,
 ]

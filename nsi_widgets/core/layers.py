@@ -6,7 +6,6 @@ is the pre-activation. The paper indexes rectified activations, so prefer the Re
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Sequence
 
 import torch
@@ -95,19 +94,6 @@ def _unknown_layer_message(model: nn.Module, layer: str) -> str:
     shown = close or names[:20]
     more = "" if len(names) <= len(shown) else f" ... ({len(names)} in all; see nsi_widgets.list_layers(model))"
     return f"unknown layer {layer!r}; valid names include: {', '.join(shown)}{more}"
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A stable hex digest of a model's class, parameter/buffer names, shapes and values."""
-    digest = hashlib.sha256(type(model).__qualname__.encode())
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            digest.update(name.encode())
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(str(tensor.dtype).encode())
-            digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                          if tensor.numel() else b"")
-    return digest.hexdigest()[:32]
 
 
 class LayerRecorder:
