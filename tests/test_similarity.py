@@ -190,3 +190,38 @@ def test_concept_measures_need_concept_data(models):
     with pytest.raises(InputError, match="must be concept data"):
         nsi.layer_similarity(models[0], plain, LAYERS, method="tcav", progress=False)
     assert np.isfinite(nsi.layer_similarity(models[0], plain, LAYERS, progress=False).matrix).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts
+# ---------------------------------------------------------------------------------------------
+def test_charts_show_the_matrix_the_clicked_pair_and_quality_through_depth(data, models):
+    from plotly.callbacks import Points
+
+    from nsi_widgets.widgets.similarity import (SimilarityExplorer, concept_agreement_chart, concept_quality_chart,
+                                                similarity_heatmap)
+
+    result = _similarity(models[0], data, models[1], method="net2vec", layers_b=LAYERS)
+    heat = similarity_heatmap(result)
+    np.testing.assert_array_equal(np.asarray(heat.data[0].z, dtype=float), result.matrix)
+    assert list(heat.data[0].x) == LAYERS
+    deep = similarity_heatmap(result, relative_depth=True)
+    np.testing.assert_allclose(deep.data[0].y, result.depth_a)
+    bars = concept_agreement_chart(result, "relu1", "relu2")
+    np.testing.assert_allclose(bars.data[0].y, np.nan_to_num(result.per_concept[0, 1]))
+    explorer = SimilarityExplorer(result, relative_depth=True)
+    explorer._on_click(explorer.heatmap.data[0], Points(point_inds=[[2, 0]], xs=[result.depth_b[0]],
+                                                        ys=[result.depth_a[2]], trace_name="", trace_index=0), None)
+    assert explorer.selected == ("relu3", "relu1")
+    np.testing.assert_allclose(explorer.bars.data[0].y, np.nan_to_num(result.per_concept[2, 0]))
+    quality = concept_quality_chart(result)
+    assert len(quality.data) == 2 * len(data.concepts)            # a line per concept and model
+    np.testing.assert_allclose(quality.data[0].y, result.quality_a[:, 0])
+    vectors = {"A": nsi.concept_vectors(models[0], data, LAYERS, options=OPTIONS["net2vec"], batch_size=32,
+                                        progress=False)}
+    by_category = concept_quality_chart(vectors, by="category")
+    assert [t.name for t in by_category.data] == ["colour", "place"]
+    np.testing.assert_allclose(by_category.data[0].y, vectors["A"].quality()[:, :3].mean(axis=1))
+    cka_view = SimilarityExplorer(_similarity(models[0], data))
+    cka_view.select("relu1", "relu2")
+    assert "relu1" in cka_view._note.value and not cka_view.bars.data
