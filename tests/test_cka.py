@@ -222,11 +222,12 @@ def test_one_batch_equals_the_full_estimate_and_small_batches_stay_close():
 
 
 def test_pooled_features_are_channel_means():
+    """Channel means are taken in float32 (relative error ~1e-7, documented in activations.py): 1e-6."""
     model, images = TwoViews().eval(), make_images(30, 6, 5, seed=4)
     consumer = _run(model, ListDataset(images), ["pixels", "mix"], 30, features="pooled")
     acts = _activations(model, images, ["pixels", "mix"], 30)
     pooled = [acts[n][0].reshape(30, c, -1).mean(axis=2) for n, c in (("pixels", 3), ("mix", 5))]
-    assert consumer.matrix()[0, 1] == pytest.approx(nsi.cka(*pooled), rel=1e-10)
+    assert consumer.matrix()[0, 1] == pytest.approx(nsi.cka(*pooled), rel=1e-6)
 
 
 def test_merged_shards_equal_one_pass_within_float_tolerance():

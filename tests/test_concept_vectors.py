@@ -301,6 +301,35 @@ def test_the_classifier_reaches_the_optimum_of_its_objective():
     assert again[1] == b
 
 
+def test_with_more_features_than_samples_the_optimum_holds_in_the_full_space():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(30, 50)), np.arange(30) < 12
+    x[y, :5] += 1.0
+    w, b = fit_linear(x, y, alpha=0.01)
+    s = np.where(y, 1.0, -1.0)
+    sigma = 1 / (1 + np.exp(s * (x @ w + b)))
+    assert np.abs(-(s * sigma) @ x / 30 + 0.01 * w).max() < 1e-7 and abs((s * sigma).mean()) < 1e-7
+
+
+@pytest.mark.parametrize("optimizer, lr, decay", [("sgd", 0.5, 0.0), ("sgd", 0.5, 0.1), ("adamw", 0.1, 0.01)])
+def test_the_written_out_optimiser_steps_equal_torchs(optimizer, lr, decay):
+    from nsi_widgets.concepts.net2vec import _Optimiser
+
+    rng = np.random.default_rng(3)
+    ours = (torch.zeros(4, 3), torch.zeros(4))
+    theirs = [torch.zeros(4, 3, requires_grad=True), torch.zeros(4, requires_grad=True)]
+    groups = [{"params": [theirs[0]], "weight_decay": decay}, {"params": [theirs[1]], "weight_decay": 0.0}]
+    reference = (torch.optim.SGD(groups, lr=lr, momentum=0.9) if optimizer == "sgd" else torch.optim.AdamW(groups, lr=lr))
+    step = _Optimiser(Net2VecOptions(optimizer=optimizer, lr=lr, weight_decay=decay), ours)
+    for _ in range(5):
+        grads = (torch.from_numpy(rng.normal(size=(4, 3))).float(), torch.from_numpy(rng.normal(size=4)).float())
+        step(grads)
+        theirs[0].grad, theirs[1].grad = grads[0].clone(), grads[1].clone()
+        reference.step()
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_the_stratified_split_holds_out_a_third_of_each_class():
     y = np.array([True] * 30 + [False] * 12)
     train, test = stratified_split(y, 0.33, seed=0)

@@ -27,11 +27,21 @@ from ..core.passes import Batch, Consumer
 FEATURES = ("pooled", "flatten")
 
 
-def features_of(output: torch.Tensor, features: str) -> torch.Tensor:
-    """``(B, D)`` features of a layer's output ``(B, C, ...)``: channel means or every value."""
+def features_of(output: torch.Tensor, features: str, dtype: torch.dtype | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, D)`` features of a layer's output ``(B, C, ...)``: channel means or every value.
+
+    ``dtype``: of the result; channel means are taken in the map's dtype (torch's cascaded sums: a
+    relative error of about 1e-7 in float32, 25x faster than converting the map first) and then
+    converted. ``valid``: keep only these images (bool ``(B,)``).
+    """
+    if valid is not None and not bool(valid.all()):
+        output = output[valid.to(output.device)]
     if output.ndim <= 2 or features == "flatten":
-        return output.flatten(1) if output.ndim > 1 else output[:, None]
-    return output.flatten(2).mean(dim=2)
+        flat = output.flatten(1) if output.ndim > 1 else output[:, None]
+        return flat if dtype is None else flat.to(dtype)
+    means = output.flatten(2).mean(dim=2)
+    return means if dtype is None else means.to(dtype)
 
 
 def check_features(features: str) -> str:

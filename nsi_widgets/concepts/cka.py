@@ -174,7 +174,7 @@ class MinibatchCKA(Consumer):
         self._grams: dict[str, torch.Tensor] = {}
 
     def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
-        f = features_of(output[batch.valid.to(output.device)].to(torch.float64), self.features)
+        f = features_of(output, self.features, torch.float64, batch.valid)
         f = f - f.mean(dim=0, keepdim=True)
         self._grams[name] = f @ f.T
 

@@ -57,10 +57,10 @@ class Net2VecOptions:
     binarise: bool = False
     quantile: float = 0.005
     optimizer: str = "sgd"
-    epochs: int = 30
+    epochs: int = 50
     lr: float = 1.0
     weight_decay: float = 0.0
-    pixels_per_image: int = 256
+    pixels_per_image: int = 128
     images_per_step: int = 64
 
     def check(self) -> None:
@@ -275,28 +275,52 @@ def train_probes(samples: np.ndarray, labels: np.ndarray, alpha: np.ndarray, opt
     scale = float(((flat - mean) ** 2).mean().sqrt())
     scale = scale if scale > 0 else 1.0
     x = ((x.double() - mean) / scale).float()
-    y = torch.from_numpy(np.ascontiguousarray(labels.transpose(0, 2, 1))).float()   # (n, P, K)
     a = torch.as_tensor(alpha, dtype=torch.float32)
-    n, k, c = x.shape[0], y.shape[2], x.shape[2]
-    weights = torch.zeros(k, c, requires_grad=True)
-    bias = torch.zeros(k, requires_grad=True)
-    groups = [{"params": [weights], "weight_decay": options.weight_decay}, {"params": [bias], "weight_decay": 0.0}]
-    optimiser = (torch.optim.SGD(groups, lr=options.lr, momentum=0.9) if options.optimizer == "sgd"
-                 else torch.optim.AdamW(groups, lr=options.lr))
+    per_concept = 1.0 / torch.clamp(2 * a * (1 - a), min=1e-6) if options.optimizer == "sgd" else torch.ones_like(a)
+    # d loss / d p per sample: -(alpha M - (1 - alpha)(1 - M)), times the per-concept step scale
+    signed = torch.where(torch.from_numpy(np.ascontiguousarray(labels.transpose(0, 2, 1))), a, a - 1) * per_concept
+    n, k, c = x.shape[0], signed.shape[2], x.shape[2]
+    weights, bias = torch.zeros(k, c), torch.zeros(k)
+    step = _Optimiser(options, (weights, bias))
     generator = torch.Generator().manual_seed(seed)
-    with torch.inference_mode(False), torch.enable_grad():
-        for _ in range(options.epochs):
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, options.images_per_step):
-                chosen = order[start:start + options.images_per_step]
-                xb, yb = x[chosen].reshape(-1, c), y[chosen].reshape(-1, k)
-                p = torch.sigmoid(xb @ weights.T + bias)
-                loss = -(a * yb * p + (1 - a) * (1 - yb) * (1 - p)).mean(dim=0).sum()
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+    for _ in range(options.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, options.images_per_step):
+            chosen = order[start:start + options.images_per_step]
+            xb, sb = x[chosen].reshape(-1, c), signed[chosen].reshape(-1, k)
+            p = torch.sigmoid(torch.addmm(bias, xb, weights.T))
+            dz = sb.mul_(p * (p - 1)).div_(len(xb))         # d loss / d z, the loss being the mean over samples
+            step((dz.T @ xb, dz.sum(dim=0)))
     w = weights.detach().double() / scale
     return w.float().numpy().copy(), (bias.detach().double() - w @ mean).numpy().copy()
+
+
+class _Optimiser:
+    """torch's SGD (momentum 0.9) or AdamW (betas 0.9, 0.999, eps 1e-8) update, written out: the
+    optimiser classes of torch.optim load torch's compiler on first use (seconds), for two lines of
+    arithmetic. Weight decay on the weights only (the first parameter), not the bias."""
+
+    def __init__(self, options: Net2VecOptions, params: tuple[torch.Tensor, torch.Tensor]):
+        self.params, self.lr, self.decay, self.kind = params, float(options.lr), float(options.weight_decay), \
+            options.optimizer
+        self.first = [torch.zeros_like(p) for p in params]
+        self.second = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    def __call__(self, grads: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.t += 1
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            decay = self.decay if i == 0 else 0.0
+            if self.kind == "sgd":
+                g = g + decay * p if decay else g
+                self.first[i] = g.clone() if self.t == 1 else self.first[i].mul_(0.9).add_(g)
+                p.sub_(self.lr * self.first[i])
+                continue
+            p.mul_(1 - self.lr * decay)
+            self.first[i].mul_(0.9).add_(g, alpha=0.1)
+            self.second[i].mul_(0.999).addcmul_(g, g, value=0.001)
+            denominator = (self.second[i] / (1 - 0.999 ** self.t)).sqrt_().add_(1e-8)
+            p.addcdiv_(self.first[i], denominator, value=-self.lr / (1 - 0.9 ** self.t))
 
 
 class ProbeIoU(Consumer):

@@ -310,7 +310,7 @@ class ScoreCorrelation(Consumer):
         self._scores: dict[str, torch.Tensor] = {}
 
     def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
-        f = features_of(output[batch.valid.to(output.device)].to(torch.float64), self.features).cpu()
+        f = features_of(output, self.features, torch.float64, batch.valid).cpu()
         self._scores[name] = f @ self.cavs[name].T                        # (B, K)
 
     def on_batch(self, batch: Batch) -> None:

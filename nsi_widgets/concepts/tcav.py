@@ -151,11 +151,12 @@ class LogitGradients(Consumer):
         images, rows = [b for b, _ in where], np.array([r for _, r in where])
         captured = {}
 
-        def hook(module, inputs, output):
+        def hook(module, inputs, output):   # the graph starts here: nothing before the layer is recorded
             captured["output"] = output.detach().requires_grad_(True)
+            torch.set_grad_enabled(True)
             return captured["output"]
 
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.no_grad():
             x = batch.images[images].clone().to(self.device)
             if self.preprocess is not None:
                 x = self.preprocess(x)
@@ -164,7 +165,11 @@ class LogitGradients(Consumer):
                 logits = self.model(x)
             finally:
                 handle.remove()
+                torch.set_grad_enabled(False)
+        with torch.inference_mode(False), torch.enable_grad():
             chosen = logits[torch.arange(len(rows)), torch.as_tensor(self.targets[rows], device=logits.device)]
+            if "output" not in captured:
+                raise InputError("the TCAV layer did not run in the model's forward pass (is it used by forward?)")
             grad, = torch.autograd.grad(chosen.sum(), captured["output"])
         summed = grad.flatten(1) if self.features == "flatten" or grad.ndim <= 2 else grad.flatten(2).sum(dim=2)
         self.values[rows] = summed.detach().float().cpu().numpy()
