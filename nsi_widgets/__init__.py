@@ -16,6 +16,7 @@ from .core.receptive_field import ReceptiveField, receptive_field
 from .index import LayerIndex, NeuronIndex, index_neurons, load_index
 from .index.selectivity import (available_indexes, class_frequencies, class_selectivity, color_selectivity,
                                 population_code, register_index, unregister_index)
+from .synthesis import deconvnet, gradient, guided_backprop
 from . import zoo
 
 _WIDGETS = ("NeuronGrid", "NeuronCard", "ColorSelectivityHistogram", "ClassSelectivityChart", "Explorer",
@@ -34,6 +35,7 @@ __all__ = [
     "__version__", "index_neurons", "AnnotationStore", "Annotation", "merge_stores", "list_layers", "model_fingerprint", "receptive_field", "ReceptiveField",
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
     "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo",
+    "deconvnet", "guided_backprop", "gradient",
     "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection",
     "cka", "concept_vectors", "tcav", "layer_similarity", *_WIDGETS,
 ]

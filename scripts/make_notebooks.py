@@ -1352,12 +1352,213 @@ OWN = [
 ]
 
 
+# =============================================================================================
+# 6. Projections to pixels (DeconvNet, guided backpropagation)
+# =============================================================================================
+PROJECTIONS = [
+    md(r"""
+    # Which pixels made a neuron fire? Projections back to the image
+
+    The Neuron Feature of a unit shows the *average* of what its top images contain inside its
+    receptive field. It does not say which pixels *inside* the crop mattered. A **projection**
+    answers that, one image at a time: start from the unit's activation at one place of its
+    feature map, keep that one value and zero every other, and go backwards through the network to
+    the pixels.
+
+    Three ways to go backwards, which differ only at the ReLUs (for a ReLU with forward input $x$
+    and backward signal $g$ arriving from above):
+
+    | method | at each ReLU | |
+    |---|---|---|
+    | `nsi.gradient` | $g \cdot [x > 0]$ | the plain gradient: how a small change of each pixel changes the activation |
+    | `nsi.deconvnet` | $\mathrm{relu}(g)$ | Zeiler & Fergus 2014: rectify the backward signal, ignore where the forward was on |
+    | `nsi.guided_backprop` | $\mathrm{relu}(g) \cdot [x > 0]$ | Springenberg et al. 2015: both conditions at once |
+
+    Everything else goes back the same way for all three: a convolution as the transposed
+    convolution with the same filters, a max pool by *unpooling with the forward switches* (the
+    signal of each window goes back to the pixel that won the max), batch norm (eval mode) as its
+    per-channel scale. Details: `docs/methods.md`, section 10.
+    """),
+    code(r"""
+    import numpy as np
+    import plotly.express as px
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import nsi_widgets as nsi
+    from nsi_widgets.synthesis import projection_to_rgb, top_projections, projection_handler
+    """, SHOW_IMAGES),
+    md(r"""
+    ## 1. Index the network
+
+    The embedded default on 600 of its images, its two deepest conv layers, 20 top images per unit
+    (the paper uses 100; fewer keeps the lesson quick), with the class selectivity index only. We
+    look at the second deepest layer: its receptive field is smaller than the image, so we can see
+    where it ends.
+    """),
+    code(r"""
+    model, data = nsi.zoo.load("shapes", n=600)
+    layers = nsi.zoo.conv_layers(model)[-2:]
+    idx = nsi.index_neurons(model, data, layers=layers, top_n=20, indexes=("class",), progress=False)
+    layer = layers[0]
+    L = idx[layer]
+    unit = int(np.nanargmax(L.class_selectivity))  # a unit with a clear preference
+    print(L)
+    print(f"unit {unit} of {layer}: receptive field {L.receptive_field.size}, class selectivity "
+          f"{L.class_selectivity[unit]:.2f}, top class {data.classes[np.bincount(L.top_labels[unit]).argmax()]}")
+    """),
+    md(r"""
+    ## 2. One image, three projections
+
+    `nsi.guided_backprop(model, layer, unit, images)` takes a batch of RGB images in $[0, 1]$ and
+    returns signed projections, `(B, H, W, 3)`. By default it starts where the unit's map is largest
+    in each image (as the index does); `position=(y, x)` picks another place.
+
+    **Colour mapping** (`projection_to_rgb`): each projection is divided by its largest absolute
+    value, then `0.5 + 0.5 * p`: grey is 0, brighter than grey in a channel means "more of this
+    colour here would raise the activation", darker means less. This is how Zeiler & Fergus show them.
+    The white frame is the unit's receptive field at that position: every non-zero pixel lies inside it.
+    """),
+    code(r"""
+    def framed(image, window):
+        # An (H, W, 3) image with the receptive-field window drawn as a white frame (clipped to the image).
+        image = np.array(image, dtype=np.float32)
+        height, width = image.shape[:2]
+        y0, x0, y1, x1 = window
+        top, left, bottom, right = max(y0, 0), max(x0, 0), min(y1, height) - 1, min(x1, width) - 1
+        image[top, left:right + 1] = image[bottom, left:right + 1] = 1.0
+        image[top:bottom + 1, left] = image[top:bottom + 1, right] = 1.0
+        return image
+
+
+    first = int(L.top_indices[unit, 0])
+    image = data[first][0]
+    y, x = (int(v) for v in L.top_positions[unit, 0])
+    window = L.receptive_field.window(y, x)
+    projections = {name: fn(model, layer, unit, image[None])[0]
+                   for name, fn in (("gradient", nsi.gradient), ("deconvnet", nsi.deconvnet),
+                                    ("guided backprop", nsi.guided_backprop))}
+    for name, p in projections.items():
+        rows, cols = np.nonzero(np.abs(p).sum(-1))
+        print(f"{name:>15}: non-zero pixels in rows {rows.min()}..{rows.max()}, columns {cols.min()}..{cols.max()}; "
+              f"window {window}")
+    show_images([framed(image.permute(1, 2, 0).numpy(), window)] + [framed(projection_to_rgb(p), window) for p in projections.values()],
+                ["top image #0"] + list(projections), height=230)
+    """),
+    md(r"""
+    The plain gradient is noisy: it also says where *less* of something would help. DeconvNet keeps
+    only what the network's upper layers pass back as positive, and shows edges of everything the
+    lower layers respond to, even where this unit was off. Guided backpropagation combines both
+    conditions and gives the sharpest picture of what this unit used.
+
+    ## 3. Top images, crops and projections, beside the Neuron Feature
+
+    `top_projections(idx, model, layer, units)` projects each unit's top images from the place the
+    index stored and cuts every projection to the receptive field there, the same window as the crop
+    the index shows. It also averages them with the Neuron Feature's weights ($w_j = a_j / a_1$), so
+    the **mean projection** can sit beside the **Neuron Feature**.
+    """),
+    code(r"""
+    def rf_crop(image, receptive_field, y, x):
+        # The input window seen by unit (y, x) as an (h, w, 3) array, zeros outside the image.
+        y0, x0, y1, x1 = receptive_field.window(y, x)
+        height, width = image.shape[-2:]
+        crop = torch.zeros(3, y1 - y0, x1 - x0)
+        top, left, bottom, right = max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
+        crop[:, top - y0:bottom - y0, left - x0:right - x0] = image[:, top:bottom, left:right]
+        return crop.permute(1, 2, 0).numpy()
+
+
+    units = [unit] + [int(u) for u in np.argsort(-L.top_activations[:, 0])[:2] if u != unit][:2]
+    guided = top_projections(idx, model, layer, units, method="guided_backprop", n_images=16, progress=False)
+    crops_rgb, mean_rgb = guided.rgb()
+    images, titles = [], []
+    for s, u in enumerate(units):
+        images += [L.neuron_features[u], mean_rgb[s]]
+        titles += [f"unit {u}: Neuron Feature", "mean projection"]
+        for r in range(3):
+            images += [rf_crop(data[int(L.top_indices[u, r])][0], L.receptive_field, *L.top_positions[u, r]),
+                       crops_rgb[s, r]]
+            titles += [f"crop #{r}", f"projection #{r}"]
+    show_images(images, titles, height=600, wrap=8)
+    """),
+    md(r"""
+    Read each row as: what the unit sees on average (Neuron Feature), which pixels drive it on
+    average (mean projection), then pairs of a top crop and its projection. Where the Neuron Feature
+    is a blurred blob, the projections often show the edge or corner of a shape that did the work.
+
+    ## 4. Why not hook `nn.ReLU` modules?
+
+    Libraries such as captum implement these rules by hooking `nn.ReLU` *modules*. A network that
+    calls `F.relu` in its forward, does its ReLUs in place, or uses one ReLU module several times
+    then silently gets the plain gradient or a wrong rule. nsi-widgets instead intercepts every ReLU
+    *call* while the forward runs (a `TorchFunctionMode`), whatever its spelling. A check: the same
+    weights with every `nn.ReLU` module replaced by a module that calls the in-place functional
+    `F.relu_` give exactly the same projections.
+    """),
+    code(r"""
+    class FunctionalReLU(nn.Module):
+        def forward(self, x):
+            return F.relu_(x)  # in place, functional: invisible to module hooks
+
+
+    def with_functional_relus(network):
+        # A copy of the network whose nn.ReLU modules are replaced by FunctionalReLU.
+        import copy
+
+        twin = copy.deepcopy(network)
+        for parent in twin.modules():
+            for name, child in parent.named_children():
+                if isinstance(child, nn.ReLU):
+                    setattr(parent, name, FunctionalReLU())
+        return twin.eval()
+
+
+    twin = with_functional_relus(model)
+    batch = torch.stack([data[int(i)][0] for i in L.top_indices[unit, :4]])
+    for fn in (nsi.deconvnet, nsi.guided_backprop):
+        same = np.array_equal(fn(model, layer, unit, batch), fn(twin, layer, unit, batch))
+        print(f"{fn.__name__:>16}: nn.ReLU modules and in-place F.relu_ give identical projections: {same}")
+    """),
+    md(r"""
+    ## 5. For the Explorer: an attachment, computed on demand
+
+    The Explorer's neuron card can show these projections beside the crops. `to_attachment()` turns
+    a result into an `Attachment` that `idx.attach` saves with the index (colour-mapped uint8 images
+    plus each image's scale, so the signed values can be recovered). `projection_handler(index,
+    model, data, layer, unit, progress_callback)` computes one unit on demand and returns such an
+    attachment for that unit; `merge_projection_attachments` adds it to what is already attached.
+    """),
+    code(r"""
+    from nsi_widgets.synthesis import merge_projection_attachments
+
+    idx.attach("projections", guided.to_attachment(thumbnail_size=48))
+    update = projection_handler(idx, model, None, layer, 0, lambda done, total: None)
+    idx.attach("projections", merge_projection_attachments(idx.attachments["projections"], update))
+    arrays = idx.attachments["projections"].arrays[layer]
+    print("units with projections:", arrays["units"].tolist())
+    print({name: (value.shape, str(value.dtype)) for name, value in arrays.items()})
+    """),
+    md(r"""
+    ## Exercises
+
+    1. Project a unit of the deepest layer (`layers[1]`): how does the projection's support compare
+       with its receptive field and with the image?
+    2. Pick a position where the unit is off (`position=(0, 0)` in an image where the map is zero
+       there). Which of the three methods still shows something, and why? (Answer: DeconvNet; its
+       rule ignores the forward mask, so nothing stops the signal at the unit's own ReLU.)
+    """),
+]
+
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "quickstart": QUICKSTART,
     "colour_selectivity": COLOUR,
     "class_selectivity": CLASS,
     "annotating_neurons": ANNOTATING,
     "own_model_and_images": OWN,
+    "projections": PROJECTIONS,
 }
 
 

@@ -27,7 +27,8 @@ from nbclient.exceptions import CellExecutionError  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = {"quickstart", "colour_selectivity", "class_selectivity", "annotating_neurons", "own_model_and_images"}
+EXPECTED = {"quickstart", "colour_selectivity", "class_selectivity", "annotating_neurons", "own_model_and_images",
+            "projections"}
 KERNEL = "python3"
 CELL_TIMEOUT = 600  # seconds per cell: generous for a loaded machine; the notebooks take ~10-40 s each
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes of IPython tracebacks
@@ -65,7 +66,7 @@ def _failing_cell(notebook) -> str:
     return "(no cell has an error output)"
 
 
-def test_the_five_notebooks_exist():
+def test_the_notebooks_exist():
     assert {path.stem for path in NOTEBOOKS} == EXPECTED
 
 
