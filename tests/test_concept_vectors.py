@@ -377,7 +377,7 @@ def test_tcav_results_save_and_load(tmp_path):
 @pytest.mark.parametrize("kwargs, phrase", [
     ({"method": "svm"}, "method must be one of"),
     ({"options": CAVOptions()}, "must be a Net2VecOptions"),
-    ({"options": Net2VecOptions(epochs=0)}, "epochs must be a positive integer"),
+    ({"options": Net2VecOptions(epochs=0)}, "epochs must be an integer >= 1"),
     ({"options": Net2VecOptions(optimizer="lbfgs")}, "optimizer must be"),
     ({"test_fraction": 1.0}, "test_fraction"),
     ({"layer": "nope"}, "unknown layer"),

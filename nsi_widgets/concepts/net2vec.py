@@ -44,6 +44,7 @@ from ..core.errors import InputError
 from ..core.passes import Batch, Consumer, run_pass
 from .data import ConceptSet
 from .dissection import IoUConsumer, QuantileConsumer, _LayerPlan
+from .plan import check_int, check_number
 from .vector_results import ConceptVectors
 
 _PIXEL_SEED = 104729
@@ -68,17 +69,11 @@ class Net2VecOptions:
             raise InputError(f"binarise must be True or False, got {self.binarise!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise InputError(f"optimizer must be 'sgd' or 'adamw', not {self.optimizer!r}")
-        if isinstance(self.quantile, bool) or not isinstance(self.quantile, (int, float)) or not 0 < self.quantile < 1:
-            raise InputError(f"quantile must be a number in (0, 1), got {self.quantile!r}")
+        check_number("quantile", self.quantile, 0, 1, open_low=True, open_high=True)
         for name in ("epochs", "pixels_per_image", "images_per_step"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (name == "lr" and value == 0):
-                raise InputError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, "
-                                 f"got {value!r}")
+            check_int(name, getattr(self, name))
+        check_number("lr", self.lr, 0, float("inf"), open_low=True)
+        check_number("weight_decay", self.weight_decay, 0, float("inf"))
 
     def key(self) -> dict:
         return {"binarise": self.binarise, "quantile": float(self.quantile), "optimizer": self.optimizer,

@@ -46,16 +46,10 @@ class RunOptions:
 
     def check(self) -> None:
         for name in ("batch_size", "checkpoint_every", "max_feature_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise InputError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
-        if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)) \
-                or not 0 < self.test_fraction < 1:
-            raise InputError(f"test_fraction must be a number in (0, 1), got {self.test_fraction!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise InputError(f"seed must be an integer, got {self.seed!r}")
+            check_int(name, getattr(self, name))
+        check_int("num_workers", self.num_workers, 0)
+        check_int("seed", self.seed, None)
+        check_number("test_fraction", self.test_fraction, 0, 1, open_low=True, open_high=True)
         if self.preprocess is not None and not callable(self.preprocess):
             raise InputError("preprocess must be a callable (batch -> batch) or None")
 
@@ -66,6 +60,21 @@ class RunOptions:
     def key(self) -> dict:
         return {"batch_size": self.batch_size, "test_fraction": float(self.test_fraction), "seed": self.seed,
                 "preprocess": callable_fingerprint(self.preprocess)}
+
+
+def check_int(name: str, value, minimum: int | None = 1) -> None:
+    """Refuse anything but an integer (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (minimum is not None and value < minimum):
+        raise InputError(f"{name} must be an integer{'' if minimum is None else f' >= {minimum}'}, got {value!r}")
+
+
+def check_number(name: str, value, low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> None:
+    """Refuse anything but a number (not a bool) in ``[low, high]`` (ends excluded where open)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    ok = ok and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    if not ok:
+        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise InputError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 def split_items(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,23 +113,18 @@ def plan_layers(model: nn.Module, modules: dict[str, nn.Module], data, concepts:
 
 def output_shapes(model: nn.Module, modules: dict[str, nn.Module], data, preprocess, device,
                   check: DataCheck | None = None) -> dict[str, tuple]:
-    """Each layer's output shape (without the batch axis) on the first image."""
+    """Each layer's output shape (without the batch axis) on the first image, after the index's
+    checks of ``preprocess`` and of the model on that image (:func:`~nsi_widgets.index.pipeline._probe`)."""
+    from types import SimpleNamespace
+
+    from ..index.pipeline import _probe
+
     image, _, _ = read_item(get_item(data, 0), 0, check)
-    inputs = image[None].to(device)
-    if preprocess is not None:
-        try:
-            inputs = preprocess(inputs)
-        except Exception as err:  # noqa: BLE001 - the user's function: report it in one line
-            raise InputError(f"preprocess failed on the first image ({type(err).__name__}: {err})") from err
+    inputs = _probe(model, modules, image[None], SimpleNamespace(device=device, preprocess=preprocess))
     shapes: dict[str, tuple] = {}
-    try:
-        with LayerRecorder(modules, lambda n, o: shapes.__setitem__(n, tuple(o.shape[1:]))) as recorder, \
-                torch.inference_mode():
-            recorder.run(model, inputs)
-    except (RuntimeError, TypeError) as err:
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise InputError(f"the model cannot run on the dataset's first image of shape {tuple(inputs.shape)} "
-                         f"({type(err).__name__}: {first})") from err
+    with LayerRecorder(modules, lambda n, o: shapes.__setitem__(n, tuple(o.shape[1:]))) as recorder, \
+            torch.inference_mode():
+        recorder.run(model, inputs)
     return shapes
 
 

@@ -42,7 +42,7 @@ from ..core.passes import Batch, Consumer, run_pass
 from .activations import ActivationCollector, check_budget, check_features, feature_size, features_of
 from .classifier import accuracy, fit_linear, stratified_split
 from .data import describe
-from .plan import RunOptions, checkpoint_for, data_check, model_device, output_shapes
+from .plan import RunOptions, check_int, check_number, checkpoint_for, data_check, model_device, output_shapes
 from .stats import ttest_ind
 from .tcav_results import TCAVResult
 from .vector_results import ConceptVectors
@@ -60,13 +60,9 @@ class CAVOptions:
 
     def check(self) -> None:
         check_features(self.features)
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
-            raise InputError(f"alpha must be a positive number, got {self.alpha!r}")
-        if isinstance(self.n_images, bool) or not isinstance(self.n_images, int) or self.n_images < 3:
-            raise InputError(f"n_images must be an integer >= 3, got {self.n_images!r}")
-        if isinstance(self.min_fraction, bool) or not isinstance(self.min_fraction, (int, float)) \
-                or not 0 <= self.min_fraction < 1:
-            raise InputError(f"min_fraction must be a number in [0, 1), got {self.min_fraction!r}")
+        check_number("alpha", self.alpha, 0, float("inf"), open_low=True)
+        check_int("n_images", self.n_images, 3)
+        check_number("min_fraction", self.min_fraction, 0, 1, open_high=True)
 
     def key(self) -> dict:
         return {"features": self.features, "alpha": float(self.alpha), "n_images": self.n_images,
@@ -248,12 +244,11 @@ def tcav(model: nn.Module, layer, concept, target_class=None, *, data, concept_d
     options = CAVOptions(features, alpha, 0.33, n_images, min_fraction)
     options.check()
     n_random_runs = n_runs if n_random_runs is None else n_random_runs
-    for name, value in (("n_runs", n_runs), ("n_random_runs", n_random_runs), ("max_target_images", max_target_images)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "max_target_images" else 2):
-            raise InputError(f"{name} must be an integer >= {1 if name == 'max_target_images' else 2}, got {value!r}")
-    for name, value in (("accuracy_floor", accuracy_floor), ("significance", significance)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
+    check_int("n_runs", n_runs, 2)
+    check_int("n_random_runs", n_random_runs, 2)
+    check_int("max_target_images", max_target_images)
+    check_number("accuracy_floor", accuracy_floor, 0, 1)
+    check_number("significance", significance, 0, 1)
     run = RunOptions(preprocess, batch_size, device, progress, checkpoint, 50, num_workers, 0.25, seed)
     run.check()
     if not isinstance(model, nn.Module):
