@@ -225,3 +225,41 @@ def test_charts_show_the_matrix_the_clicked_pair_and_quality_through_depth(data,
     cka_view = SimilarityExplorer(_similarity(models[0], data))
     cka_view.select("relu1", "relu2")
     assert "relu1" in cka_view._note.value and not cka_view.bars.data
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_gloo_ranks_equal_one_process(tmp_path):
+    """Batch b runs on rank b % 2 and the states are merged: the integer tallies, kept samples and
+    activations merge exactly (Net2Vec's vectors and IoUs bit for bit), the float sums of CKA and of
+    the correlations' co-moments to 1e-12 relative."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child = Path(__file__).with_name("_concepts_child.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(child.parent), str(child.parents[1])]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = tmp_path / "run"
+    single = subprocess.run([sys.executable, str(child), "0", "1", port, str(tmp_path / "single")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    ranks = [subprocess.Popen([sys.executable, str(child), str(r), "2", port, str(out)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for p in ranks:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    one = np.load(tmp_path / "single.rank0.npz")
+    for rank in range(2):
+        two = np.load(f"{out}.rank{rank}.npz")
+        for key in one.files:
+            if key.startswith("net2vec"):
+                np.testing.assert_array_equal(two[key], one[key], err_msg=key)
+            else:
+                np.testing.assert_allclose(two[key], one[key], rtol=1e-12, atol=1e-14, err_msg=key)
