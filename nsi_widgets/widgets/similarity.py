@@ -120,8 +120,8 @@ class SimilarityExplorer(W.VBox):
         self.heatmap.data[0].on_click(self._on_click)
         self.bars = go.FigureWidget(layout={"height": 300, "margin": {"l": 60, "r": 20, "t": 50, "b": 100}})
         self.selected = None
-        self._note = W.HTML("click a cell to see its concepts" if similarity.per_concept is not None else
-                            f"{_NAMES[similarity.method]} has no concepts to break a cell into")
+        self._note = W.Label("click a cell to see its concepts" if similarity.per_concept is not None else
+                             f"{_NAMES[similarity.method]} has no concepts to break a cell into")
         super().__init__([self.heatmap, self._note, self.bars])
 
     def _on_click(self, trace, points, _state) -> None:
@@ -142,7 +142,7 @@ class SimilarityExplorer(W.VBox):
         s = self.similarity
         value = s.matrix[s.layers_a.index(layer_a), s.layers_b.index(layer_b)]
         self.selected = (layer_a, layer_b)
-        self._note.value = f"<b>{layer_a}</b> x <b>{layer_b}</b>: {value:.3f}"
+        self._note.value = f"{layer_a} x {layer_b}: {value:.3f}"   # a Label: names shown as text
         if s.per_concept is None:
             return
         chart = concept_agreement_chart(s, layer_a, layer_b)
