@@ -21,6 +21,7 @@ from . import zoo
 
 _WIDGETS = ("NeuronGrid", "NeuronCard", "ColorSelectivityHistogram", "ClassSelectivityChart", "Explorer",
             "export_html")
+_SYNTHESIS = ("visualize", "facets", "invert")  # feature visualisation (docs/methods.md section 9)
 
 
 def __getattr__(name):
@@ -29,6 +30,10 @@ def __getattr__(name):
         from . import widgets
 
         return getattr(widgets, name)
+    if name in _SYNTHESIS:
+        from . import synthesis
+
+        return getattr(synthesis, name)
     raise AttributeError(f"module 'nsi_widgets' has no attribute {name!r}")
 
 __all__ = [
@@ -37,5 +42,5 @@ __all__ = [
     "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "zoo",
     "deconvnet", "guided_backprop", "gradient",
     "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection",
-    "cka", "concept_vectors", "tcav", "layer_similarity", *_WIDGETS,
+    "cka", "concept_vectors", "tcav", "layer_similarity", *_WIDGETS, *_SYNTHESIS,
 ]

@@ -867,11 +867,13 @@ ANNOTATING = [
 
     1. one annotator: a store bound to an index, annotate, read, history, undo;
     2. the neuron grid showing and searching the labels;
-    3. three students, each writing their own file, merged into one store;
-    4. the agreement table a teacher reads;
-    5. export to CSV and JSON, and import back with a conflict report.
+    3. labelling in the Explorer with the keyboard, into a store in your working folder;
+    4. three students, each writing their own file, merged into one store;
+    5. the agreement a teacher reads (per neuron each student's label, and a kappa);
+    6. export to CSV and JSON, and import back with a conflict report.
 
-    All files go to a temporary folder that the last cell deletes.
+    The files of sections 1-2 and 4-6 go to a temporary folder that the last cell deletes; the
+    store you label in by hand (section 3) stays in the notebook's folder.
     """),
     code(r"""
     import shutil
@@ -983,7 +985,42 @@ ANNOTATING = [
     grid.search = ""
     """),
     md(r"""
-    ## 4. Three students
+    ## 4. Label in the Explorer, with the keyboard
+
+    The store below lives in the notebook's folder (`my-annotations.sqlite`), so what you label
+    survives closing the notebook, restarting the kernel and running this notebook again. The
+    Explorer shows only the units you have not labelled yet ("unlabelled only", in its toolbar)
+    and counts your progress ("0 of 64 labelled"). Click a unit in the grid, then:
+
+    | key | what it does |
+    |---|---|
+    | `L` (or Enter in the grid) | type a label: the label box gets the focus |
+    | Enter | save, and show the next unit in the grid's order, ready for typing |
+    | Shift+Enter | save, and show the previous unit |
+    | Page Down / Page Up (or Alt+Down / Alt+Up) | move without saving |
+    | Esc | leave the label box, back to the grid (arrow keys move there) |
+
+    Moving away from text you have not saved asks first (save, discard or keep editing). The card
+    has undo and redo and the neuron's history; "as" sets who you are (each author's labels are kept
+    apart). If the kernel restarts, the card says so and saving is off: run this cell again.
+    """),
+    code(r"""
+    my_store = nsi.AnnotationStore("my-annotations.sqlite", index=idx, author="me")
+    explorer = nsi.Explorer(idx, annotations=my_store, layer="conv3", unlabelled_only=True)
+    explorer
+    """),
+    md(r"""
+    The Explorer's state is mirrored in Python: read it, or set it and the views follow. Saving
+    from Python is the same as typing in the card (here one label, so that a fresh run has one).
+    """),
+    code(r"""
+    print("unit shown:", explorer.unit, "| unlabelled units left:", len(explorer.order))
+    if not my_store.all(layer="conv3"):
+        explorer.annotate(f"{nf_colour(L3, explorer.unit)} blob")
+    print("labelled in conv3 so far:", {unit: a.label for (_, unit), a in my_store.all(layer="conv3").items()})
+    """),
+    md(r"""
+    ## 5. Three students
 
     In a class every student labels the same neurons in their own file (no one can overwrite
     anyone). Here three "students" label the eight most colour-selective units of `conv3`. To keep
@@ -1013,7 +1050,7 @@ ANNOTATING = [
     print("one file per student:", {name: path.name for name, path in files.items()})
     """),
     md(r"""
-    ## 5. Merge and compare
+    ## 6. Merge and compare
 
     `nsi.merge_stores` copies the current annotations of every file into one store (here a new
     file, `class.sqlite`). Annotations are kept per author, so the three students' labels sit side
@@ -1039,16 +1076,21 @@ ANNOTATING = [
     """),
     md(r"""
     `Red Blob` (ben) and `red blob` (ana) count as the same label; ben's `Purple Blob` does not.
-    The teacher can now look at the neurons where students disagree: a `NeuronCard` shows one
-    neuron's Neuron Feature, top crops and indexes (and, given a store, an annotation editor).
+    The teacher opens the Explorer on the merged store: its **agreement** tab lists, per neuron,
+    each student's label with the disagreements marked, and a chance-corrected agreement
+    (Cohen's kappa for two authors, Fleiss' kappa for more, over the neurons everyone labelled).
+    Clicking a row shows that neuron in the card.
     """),
     code(r"""
     disagreements = agreement.loc[~agreement["agree"], "unit"].tolist()
     print("conv3 units the students disagree on:", disagreements)
-    nsi.NeuronCard(idx, layer="conv3", unit=disagreements[0])
+    teacher = nsi.Explorer(idx, annotations=merged, layer="conv3", unit=disagreements[0])
+    kappa = teacher.agreement["conv3"]["kappa"]
+    print(f"{kappa['kind']} kappa over the {kappa['n_items']} neurons every student labelled:", kappa["value"])
+    teacher
     """),
     md(r"""
-    ## 6. Export and import
+    ## 7. Export and import
 
     `export_csv` and `export_json` write the current annotations (all authors) to files anyone can
     open; `import_csv` / `import_json` read them back. An import never overwrites silently: when a
@@ -1092,8 +1134,8 @@ ANNOTATING = [
     md(r"""
     ## Clean up
 
-    Close the stores and delete the working folder. (Skip this cell to keep the files; the grid
-    above stops saving once its store is closed.)
+    Close the stores and delete the temporary folder (your own `my-annotations.sqlite` stays).
+    (Skip this cell to keep the files; the grid above stops saving once its store is closed.)
     """),
     code(r"""
     store.close()
@@ -1552,6 +1594,170 @@ PROJECTIONS = [
 ]
 
 
+# =============================================================================================
+# 7. Feature visualisation by optimisation (docs/methods.md section 9)
+# =============================================================================================
+SYNTHESIS = [
+    md(r"""
+    # Feature visualisation: what a neuron wants, its facets, and what a layer keeps
+
+    The index shows what *real* images excite a neuron: its top images and their average, the
+    **Neuron Feature**. Feature visualisation asks the network directly, by optimising an image:
+
+    1. **Activation maximisation**: the image that drives one unit as high as possible;
+    2. **Multifaceted visualisation** (Nguyen, Yosinski, Clune 2016): the unit's top images fall into
+       groups (facets); one synthesised image per facet, started from the facet's mean image;
+    3. **Network inversion** (Mahendran & Vedaldi 2015): an image whose features at a layer match
+       those of a given image: what the layer keeps, and what it throws away.
+
+    The priors of the optimisation (colour decorrelation, amplitude spectrum) are computed from the
+    images you give, here the embedded default's, not taken from ImageNet. Everything runs on a CPU
+    in well under a minute.
+    """),
+    code(r"""
+    import numpy as np
+    import plotly.express as px
+    import torch
+
+    import nsi_widgets as nsi
+    from nsi_widgets.synthesis import ATTACHMENT_NAME, image_statistics, inversion_figure, synthesise_unit
+
+    torch.set_num_threads(1)
+    model, data = nsi.zoo.load("shapes")
+    layers = nsi.zoo.conv_layers(model)
+    deepest = layers[-1]
+    idx = nsi.index_neurons(model, data, layers=[deepest], top_n=30, indexes=(), progress=False)
+    L = idx[deepest]
+    print(deepest, L.n_units, "units,", int(L.dead.sum()), "dead; image size", data.image_size)
+    """, SHOW_IMAGES),
+    md(r"""
+    ## 1. The priors come from your images
+
+    `image_statistics(data)` measures the colour covariance of the pixels (its square root decorrelates
+    the colours the optimiser changes) and the mean amplitude spectrum (it scales the Fourier
+    coefficients the optimiser changes). lucid ships both for ImageNet; here they are the shapes'.
+    """),
+    code(r"""
+    stats = image_statistics(data)
+    print("mean colour", np.round(stats.mean, 3))
+    print("colour matrix M (x - mean = M z)\n", np.round(stats.color_matrix, 3))
+    f = np.fft.rfftfreq(stats.image_size[1])[1:]
+    px.line(x=f, y=stats.spectrum[0, 1:], log_x=True, log_y=True, labels={"x": "cycles per pixel", "y": "amplitude"},
+            title="Amplitude spectrum of the shapes (horizontal frequencies)").update_layout(height=300)
+    """),
+    md(r"""
+    ## 2. Activation maximisation beside the Neuron Feature and the top image
+
+    `nsi.visualize` optimises one image per unit, all units of a call in one batch. By default it
+    maximises the unit at the **centre of the map** (the synthetic counterpart of the index's top
+    activation, which is one position), with the Fourier parameterisation and lucid's random
+    jitter, scale and rotation at each step. `.activations` is the objective on the final image;
+    compare it with the best dataset image's activation.
+    """),
+    code(r"""
+    units = [int(u) for u in np.flatnonzero(~L.dead)[:5]]
+    v = nsi.visualize(model, deepest, units, decorrelate=stats, progress=False)
+    for u, a in zip(units, v.activations):
+        print(f"unit {u:2d}: synthesised {a:7.2f}   best dataset image {L.top_activations[u, 0]:6.2f}")
+    images, titles = [], []
+    for row, u in enumerate(units):
+        top = data[int(L.top_indices[u, 0])][0].permute(1, 2, 0).numpy()
+        images += [v.images[row], top]
+        titles += [f"unit {u}: synthesised", f"unit {u}: top image"]
+    show_images(images, titles, height=420, wrap=4)
+    """),
+    code(r"""
+    nf = [np.clip(L.neuron_features[u], 0, 1) for u in units]
+    show_images(nf, [f"unit {u}: Neuron Feature" for u in units], height=200)
+    """),
+    md(r"""
+    The Neuron Feature is an **average of real crops**: blurry where the top images differ, sharp
+    where they agree. The synthesised image shows what the unit **wants**, exaggerated: at this
+    depth the receptive field is larger than the image, so the whole image is the unit's input.
+
+    ## 3. How the settings change the picture
+
+    One unit, the same seed and steps, six recipes: the Fourier parameterisation against pixels,
+    without the random transformations, without the data's priors (lucid's 1/f spectrum, no colour
+    decorrelation), and with total variation or a centre bias as an image prior.
+    """),
+    code(r"""
+    unit = units[0]
+    recipes = {
+        "default (fft)": {},
+        "pixels": {"param": "pixel"},
+        "no transforms": {"transforms": "none"},
+        "no data priors": {"decorrelate": None, "image_size": data.image_size},
+        "total variation 2": {"regularizers": {"tv": 2.0}},
+        "centre bias 20": {"regularizers": {"center": 20.0}},
+    }
+    # the data's priors unless a recipe says otherwise
+    grid = {name: nsi.visualize(model, deepest, [unit], progress=False, **({"decorrelate": stats} | kw))
+            for name, kw in recipes.items()}
+    show_images([g.images[0] for g in grid.values()],
+                [f"{name}: {g.activations[0]:.1f}" for name, g in grid.items()], height=230)
+    """),
+    md(r"""
+    Pixels reach high activations with high-frequency patterns; the Fourier parameterisation and the
+    transformations trade some activation for images with structure at the scale of the shapes.
+    Each result keeps its **recipe** (every setting and the seed), so that it can be reproduced:
+    """),
+    code(r"""
+    {k: grid["default (fft)"].recipe[k] for k in ("objective", "steps", "param", "transforms", "seed", "lr")}
+    """),
+    md(r"""
+    ## 4. Facets: a unit that fires for more than one thing
+
+    `nsi.facets` embeds the unit's top images in a code space (the deepest conv layer's averaged
+    output), reduces it with PCA and clusters it with k-means; `k` is chosen by the silhouette when
+    not given. Each facet gets its mean image (its members moved so that the unit's maximum is at
+    the centre) and a visualisation started from it, with the paper's regularisers (normalised
+    gradient steps, total-variation denoising between steps, a centre region that grows).
+    """),
+    code(r"""
+    f = nsi.facets(model, data, idx, deepest, unit, progress=False)
+    print(f, "silhouettes:", {k: round(s, 2) for k, s in f.silhouettes.items()})
+    images, titles = [], []
+    for j, members in enumerate(f.members):
+        images += [f.mean_images[j], f.images[j]] + [data[int(i)][0].permute(1, 2, 0).numpy() for i in members[:2]]
+        titles += [f"facet {j}: mean of {len(members)}", f"facet {j}: visualisation", "member", "member"]
+    show_images(images, titles, height=230 * f.k, wrap=4)
+    """),
+    md(r"""
+    ## 5. Network inversion: what each layer keeps
+
+    `nsi.invert` looks for an image whose features at a layer equal those of the original
+    (relative feature error), with Mahendran & Vedaldi's priors (an alpha-norm with a = 6 and total
+    variation with b = 2). The first layer keeps nearly everything (high PSNR); the deepest keeps
+    what the classifier needs: the reconstruction is still classified like the original, though it
+    looks little like it.
+    """),
+    code(r"""
+    originals = data.images([0, 1, 2, 3])
+    inversions = {layer: nsi.invert(model, layer, originals, steps=150, progress=False)
+                  for layer in (layers[0], layers[2], deepest)}
+    with torch.no_grad():
+        same = (model(torch.from_numpy(inversions[deepest].images).permute(0, 3, 1, 2)).argmax(1)
+                == model(originals).argmax(1)).float().mean()
+    print(f"reconstructions from {deepest} classified like the originals: {same:.0%}")
+    inversion_figure(inversions, max_images=4)
+    """),
+    md(r"""
+    ## 6. In the Explorer
+
+    The neuron card shows a unit's synthesised image and facets. `synthesise_unit` computes both
+    for one unit (the card calls it from a button) and returns the index's `"synthesis"`
+    attachment, which is saved with the index file and exported with the page:
+    """),
+    code(r"""
+    update = synthesise_unit(idx, model, data, deepest, unit, lambda fraction, message: None)
+    idx.attach(ATTACHMENT_NAME, update)
+    idx.to_pandas().query("unit == @unit")[["layer", "unit", "top_activation", "synthesis.am_activation",
+                                             "synthesis.n_facets"]]
+    """),
+]
+
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "quickstart": QUICKSTART,
     "colour_selectivity": COLOUR,
@@ -1559,6 +1765,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "annotating_neurons": ANNOTATING,
     "own_model_and_images": OWN,
     "projections": PROJECTIONS,
+    "feature_visualisation": SYNTHESIS,
 }
 
 

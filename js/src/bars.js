@@ -1,5 +1,5 @@
-// Small charts drawn with plain DOM/SVG: class-frequency bars, histograms, a sparkline.
-import { clear, fmt, h, pct, s } from "./util.js";
+// Small charts drawn with plain DOM/SVG: class-frequency bars and a sparkline.
+import { clear, h, pct, s } from "./util.js";
 
 function barRow(name, value, max, extraClass, title) {
   const width = max > 0 ? Math.max(0, Math.min(100, (100 * value) / max)) : 0;
@@ -10,7 +10,7 @@ function barRow(name, value, max, extraClass, title) {
 }
 
 /**
- * Class-frequency bars of one unit (data from nsi_widgets/widgets/_data.py:class_bars).
+ * Class-frequency bars of one unit (js/src/classes.js:classBars, as _data.py:class_bars).
  * Grouped by parent class when `bars.groups` is present and `grouped` is true.
  */
 export function renderClassBars(container, bars, { grouped = true, limit = Infinity } = {}) {
@@ -46,116 +46,6 @@ export function renderClassBars(container, bars, { grouped = true, limit = Infin
   }
   const hidden = (bars.n_classes_hit || 0) - classes.length;
   if (!grouped && hidden > 0) container.append(h("div", { class: "nsi-bar-more", text: `+ ${hidden} more classes` }));
-}
-
-/**
- * A histogram in SVG with optional range selection (drag across, or click a bar; double-click
- * clears). series: [{name, counts, color, n_alive}] sharing `edges`.
- */
-export function renderHistogram(container, { edges, series, xLabel = "", yMode = "count", width = 520, height = 200,
-  selection = null, onSelect = null }) {
-  clear(container);
-  const margin = { l: 40, r: 10, t: 8, b: 34 };
-  const W = width;
-  const H = height;
-  const iw = W - margin.l - margin.r;
-  const ih = H - margin.t - margin.b;
-  const nb = edges.length - 1;
-  const lo = edges[0];
-  const hi = edges[nb];
-  const x = (v) => margin.l + ((v - lo) / (hi - lo || 1)) * iw;
-  const inv = (px) => lo + ((px - margin.l) / iw) * (hi - lo);
-  const values = series.map((sr) => sr.counts.map((c) => (yMode === "share" ? (100 * c) / Math.max(sr.n_alive || 1, 1) : c)));
-  const ymax = Math.max(1e-9, ...values.flat());
-  const y = (v) => margin.t + ih - (v / ymax) * ih;
-  const svg = s("svg", { class: "nsi-hist", viewBox: `0 0 ${W} ${H}`, width: "100%", style: { maxWidth: `${W}px` }, role: "img",
-    "aria-label": xLabel ? `histogram of ${xLabel}` : "histogram" });
-  const band = s("rect", { class: "nsi-hist-sel", x: 0, y: margin.t, width: 0, height: ih, visibility: "hidden" });
-  svg.append(band);
-  // axes
-  svg.append(s("line", { class: "nsi-axis", x1: margin.l, x2: margin.l + iw, y1: margin.t + ih, y2: margin.t + ih }));
-  const ticks = 5;
-  for (let i = 0; i <= ticks; i++) {
-    const v = lo + ((hi - lo) * i) / ticks;
-    svg.append(s("text", { class: "nsi-tick", x: x(v), y: margin.t + ih + 13, "text-anchor": "middle", text: fmt(v, 2) }));
-  }
-  // y ticks: 0, middle, top; counts stay whole numbers
-  const yTicks = yMode === "share" ? [0, ymax / 2, ymax] : [...new Set([0, Math.round(ymax / 2), Math.round(ymax)])];
-  for (const v of yTicks) {
-    svg.append(s("text", { class: "nsi-tick", x: margin.l - 4, y: y(v) + 3, "text-anchor": "end",
-      text: yMode === "share" ? `${v.toFixed(0)}%` : String(v) }));
-    svg.append(s("line", { class: "nsi-gridline", x1: margin.l, x2: margin.l + iw, y1: y(v), y2: y(v) }));
-  }
-  if (xLabel) svg.append(s("text", { class: "nsi-axis-label", x: margin.l + iw / 2, y: H - 4, "text-anchor": "middle", text: xLabel }));
-  // bars, grouped side by side within each bin
-  const k = series.length;
-  for (let b = 0; b < nb; b++) {
-    const x0 = x(edges[b]);
-    const x1 = x(edges[b + 1]);
-    const bw = Math.max(1, (x1 - x0 - 2) / k);
-    series.forEach((sr, j) => {
-      const v = values[j][b];
-      const rect = s("rect", { class: "nsi-hist-bar", x: x0 + 1 + j * bw, y: y(v), width: bw, height: Math.max(0, margin.t + ih - y(v)),
-        style: { fill: sr.color || "currentColor" }, dataset: { bin: String(b), series: String(j) } },
-      s("title", { text: `${sr.name}: [${fmt(edges[b])}, ${fmt(edges[b + 1])}] ${sr.counts[b]} units` }));
-      svg.append(rect);
-    });
-  }
-  if (k > 1 || (series[0] && series[0].name)) {
-    const legend = h("div", { class: "nsi-legend" });
-    for (const sr of series) {
-      legend.append(h("span", { class: "nsi-legend-item" }, h("span", { class: "nsi-swatch", style: { background: sr.color } }),
-        h("span", { text: sr.name + (sr.n_dead ? ` (${sr.n_dead} dead)` : "") })));
-    }
-    container.append(legend);
-  }
-  container.append(svg);
-
-  function showBand(range) {
-    if (!range) { band.setAttribute("visibility", "hidden"); return; }
-    const [a, b] = range;
-    band.setAttribute("x", String(x(Math.max(lo, a))));
-    band.setAttribute("width", String(Math.max(1, x(Math.min(hi, b)) - x(Math.max(lo, a)))));
-    band.setAttribute("visibility", "visible");
-  }
-  showBand(selection);
-  if (!onSelect) return { showBand };
-
-  svg.classList.add("nsi-hist-selectable");
-  const toLocal = (e) => {
-    const r = svg.getBoundingClientRect();
-    return ((e.clientX - r.left) / r.width) * W;
-  };
-  let start = null;
-  svg.addEventListener("pointerdown", (e) => {
-    start = toLocal(e);
-    svg.setPointerCapture(e.pointerId);
-  });
-  svg.addEventListener("pointermove", (e) => {
-    if (start === null) return;
-    const now = toLocal(e);
-    showBand([inv(Math.min(start, now)), inv(Math.max(start, now))]);
-  });
-  svg.addEventListener("pointerup", (e) => {
-    if (start === null) return;
-    const end = toLocal(e);
-    const a = Math.min(start, end);
-    const b = Math.max(start, end);
-    start = null;
-    let range;
-    if (b - a < 3) {
-      // a click: the bin under the pointer
-      const v = inv(a);
-      const bin = Math.min(nb - 1, Math.max(0, edges.findIndex((e2, i) => i < nb && v >= e2 && v <= edges[i + 1])));
-      range = [edges[bin], edges[bin + 1]];
-    } else {
-      range = [Math.max(lo, inv(a)), Math.min(hi, inv(b))];
-    }
-    showBand(range);
-    onSelect(range);
-  });
-  svg.addEventListener("dblclick", () => { showBand(null); onSelect(null); });
-  return { showBand };
 }
 
 /** Top-N activation profile; grey activations dashed when given. */

@@ -1,217 +1,56 @@
-// NeuronGrid view: toolbar, range filters, and a virtualised grid of thumbnails.
-import { clear, decodeBitmap, fillSelect, fmt, h, listen, prettyName, scheduler, toF32, toU8 } from "./util.js";
-import { computeOrder } from "./order.js";
+// The grid: a virtualised list of thumbnails in display order.
+//
+// The cell pool is keyed by display position (position p lives in pool[p % poolSize]), so a
+// scroll of one row redraws only the cells of the row that comes into view; the others keep
+// their content and their place. Thumbnails come from the layer's one decoded ImageBitmap.
+import { clear, fmt, h, prettyName, setStyle } from "./util.js";
+import { BAR_COLORS, showThumb, thumbSheet } from "./layerdata.js";
 
 const GAP = 6; // px between cells
-const META_H = 30; // px under the thumbnail: unit id, value, label
+const META_H = 28; // px under the thumbnail: unit id and value, label
 const BAR_H = 4; // px per mini index bar
-const MAX_BARS = 4;
+// rows drawn beyond the view: a few ahead, so a row is painted before it scrolls in
+const BUFFER_ABOVE = 1;
+const BUFFER_BELOW = 3;
 
-export function renderGrid({ model, el }) {
-  // ---- DOM ------------------------------------------------------------------------------------
-  const layerSelect = h("select", { class: "nsi-select nsi-layer", title: "Layer", "aria-label": "Layer" });
-  const sortSelect = h("select", { class: "nsi-select nsi-sort", title: "Sort by", "aria-label": "Sort by" });
-  const dirButton = h("button", { class: "nsi-btn nsi-dir", type: "button", title: "Toggle sort direction" });
-  const showSelect = h("select", { class: "nsi-select nsi-show", title: "Dead or alive units", "aria-label": "Show" },
-    h("option", { value: "all", text: "all units" }),
-    h("option", { value: "alive", text: "alive only" }),
-    h("option", { value: "dead", text: "dead only" }));
-  const searchInput = h("input", { class: "nsi-input nsi-search", type: "search", placeholder: "search annotations",
-    "aria-label": "Search annotations", spellcheck: "false" });
-  const zoomInput = h("input", { class: "nsi-zoom", type: "range", min: "40", max: "160", step: "8",
-    title: "Thumbnail size", "aria-label": "Thumbnail size" });
-  const countLabel = h("span", { class: "nsi-count" });
-
-  const filterKey = h("select", { class: "nsi-select nsi-filter-key", "aria-label": "Filter index" });
-  const filterMin = h("input", { class: "nsi-input nsi-num nsi-filter-min", type: "number", step: "any", placeholder: "min",
-    "aria-label": "Minimum" });
-  const filterMax = h("input", { class: "nsi-input nsi-num nsi-filter-max", type: "number", step: "any", placeholder: "max",
-    "aria-label": "Maximum" });
-  const filterAdd = h("button", { class: "nsi-btn nsi-filter-add", type: "button", text: "filter" });
-  const chips = h("span", { class: "nsi-chips" });
-
+export function mountGrid(store, el) {
   const spacer = h("div", { class: "nsi-spacer" });
   const scroller = h("div", { class: "nsi-scroll", tabindex: "0", role: "listbox", "aria-multiselectable": "true",
     "aria-label": "Neurons" }, spacer);
   const empty = h("div", { class: "nsi-empty", text: "No unit matches the filters." });
+  const root = h("div", { class: "nsi-grid-widget" }, scroller, empty);
+  el.append(root);
 
-  const root = h("div", { class: "nsi-root nsi-grid-widget", "data-lm-suppress-shortcuts": "true" },
-    h("div", { class: "nsi-toolbar" },
-      h("label", { class: "nsi-field" }, h("span", { class: "nsi-field-name", text: "layer" }), layerSelect),
-      h("label", { class: "nsi-field" }, h("span", { class: "nsi-field-name", text: "sort" }), sortSelect, dirButton),
-      showSelect, searchInput, zoomInput, countLabel),
-    h("div", { class: "nsi-toolbar nsi-filterbar" },
-      h("span", { class: "nsi-field-name", text: "range" }), filterKey, filterMin,
-      h("span", { class: "nsi-dash", text: "–" }), filterMax, filterAdd, chips),
-    scroller, empty);
-  el.appendChild(root);
-
-  // ---- state ----------------------------------------------------------------------------------
-  let data = { n: 0, names: [], scores: {}, dead: new Uint8Array(0), nDead: 0, barNames: [], ranges: {}, T: 0, cols: 0 };
-  let bitmap = null;
-  let bitmapToken = 0;
-  let order = new Int32Array(0);
-  let posOf = new Int32Array(0);
-  let selected = new Set(model.get("selected") || []);
-  let active = model.get("active");
-  let anchor = active;
-  let generation = 0; // bumps when every cell must redraw (data, thumbnails, labels, sort key)
+  let pool = [];
+  let poolSize = 0;
   let columns = 1;
   let cellW = 0;
   let cellH = 0;
-  const pool = [];
-  let dataDirty = true;
-  let orderDirty = true;
+  let generation = 0; // bumps when every cell must redraw (order, data, labels, thumbnails)
+  let anchor = null;
+  let layer = null;
+  let frame = 0;
+  let destroyed = false;
+  let lastWidth = 0;
 
-  const setReady = (ready) => { root.dataset.ready = ready ? "1" : "0"; };
-  setReady(false);
-
+  root.dataset.ready = "0";
   // test and benchmark hook (read only)
-  root.__nsi = { get order() { return Array.from(order); }, get columns() { return columns; } };
+  root.__nsi = {
+    get order() { return Array.from(store.order); },
+    get columns() { return columns; },
+    get poolSize() { return poolSize; },
+    draws: 0,
+    paints: 0,
+    paintMs: 0,
+  };
 
-  function parseData() {
-    const n = model.get("n_units") || 0;
-    const names = model.get("score_names") || [];
-    const all = toF32(model.get("scores"));
-    const scores = {};
-    names.forEach((name, k) => {
-      scores[name] = all.length >= (k + 1) * n ? all.subarray(k * n, (k + 1) * n) : new Float32Array(n).fill(NaN);
-    });
-    const dead = toU8(model.get("dead"));
-    // mini bars: the indexes (not the raw top activation), scaled to each one's layer range
-    const barNames = names.filter((name) => name !== "top_activation").slice(0, MAX_BARS);
-    const ranges = {};
-    for (const name of barNames) {
-      let lo = 0;
-      let hi = 0;
-      for (const v of scores[name]) if (Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-      if (hi <= 1 && lo >= -1) hi = 1; // an index in [0, 1] keeps its absolute scale
-      ranges[name] = [lo, hi > lo ? hi : lo + 1];
-    }
-    data = { n, names, scores, dead, nDead: dead.reduce((a, d) => a + (d ? 1 : 0), 0), barNames, ranges,
-      T: model.get("thumb_size") || 0, cols: model.get("sprite_cols") || 0 };
-    const token = ++bitmapToken;
-    const thumbs = model.get("thumbs");
-    setReady(false);
-    if (!toU8(thumbs).byteLength) {
-      if (bitmap) bitmap.close();
-      bitmap = null;
-      generation++;
-      queueMicrotask(() => { if (token === bitmapToken) announceReady(); });
-      return;
-    }
-    decodeBitmap(thumbs).then((bm) => {
-      if (token !== bitmapToken) { if (bm) bm.close(); return; }
-      if (bitmap) bitmap.close();
-      bitmap = bm;
-      generation++;
-      paint();
-      announceReady();
-    }).catch((err) => {
-      console.error("nsi-widgets: could not decode the thumbnails", err);
-      announceReady();
-    });
+  function valueKey() {
+    const sortBy = store.state.sort_by;
+    return sortBy !== "unit" && layer && layer.scores[sortBy] ? sortBy : layer && layer.names[0];
   }
 
-  function announceReady() {
-    paint();
-    setReady(true);
-    root.dispatchEvent(new CustomEvent("nsi-rendered", { bubbles: true }));
-  }
-
-  function recomputeOrder() {
-    order = computeOrder({
-      n: data.n, scores: data.scores, dead: data.dead, sortBy: model.get("sort_by"),
-      descending: model.get("descending"), filters: model.get("filters"), show: model.get("show"),
-      search: model.get("search"), annotations: model.get("annotation_table"),
-    });
-    posOf = new Int32Array(data.n).fill(-1);
-    order.forEach((u, i) => { posOf[u] = i; });
-    generation++;
-  }
-
-  // ---- toolbar --------------------------------------------------------------------------------
-  function syncToolbar() {
-    fillSelect(layerSelect, model.get("layers") || []);
-    layerSelect.value = model.get("layer");
-    const keys = ["unit", ...data.names];
-    fillSelect(sortSelect, keys, keys.map(prettyName));
-    sortSelect.value = model.get("sort_by");
-    const desc = model.get("descending");
-    dirButton.textContent = desc ? "↓ desc" : "↑ asc";
-    dirButton.setAttribute("aria-label", desc ? "descending" : "ascending");
-    showSelect.value = model.get("show");
-    if (document.activeElement !== searchInput) searchInput.value = model.get("search") || "";
-    zoomInput.value = String(model.get("cell_size"));
-    fillSelect(filterKey, data.names, data.names.map(prettyName));
-    const filters = model.get("filters") || {};
-    const chipsSignature = JSON.stringify(filters);
-    if (chips._nsiFilters === chipsSignature) return;
-    chips._nsiFilters = chipsSignature;
-    clear(chips);
-    for (const [key, [lo, hi]] of Object.entries(filters)) {
-      const text = `${prettyName(key)} ${lo === null ? "−∞" : fmt(lo)} – ${hi === null ? "∞" : fmt(hi)}`;
-      chips.append(h("span", { class: "nsi-chip", dataset: { key } }, h("span", { text }),
-        h("button", { class: "nsi-chip-x", type: "button", title: "Remove this filter", "aria-label": "Remove filter",
-          text: "×", onclick: () => setFilter(key, null, null) })));
-    }
-  }
-
-  function updateCount() {
-    const nSel = selected.size;
-    const nDead = data.nDead;
-    countLabel.textContent = `${order.length} of ${data.n} units` + (nDead ? ` · ${nDead} dead` : "") +
-      (nSel ? ` · ${nSel} selected` : "");
-    empty.style.display = order.length || !data.n ? "none" : "block";
-  }
-
-  function commit(changes) {
-    for (const [key, value] of Object.entries(changes)) model.set(key, value);
-    model.save_changes();
-  }
-
-  function setFilter(key, lo, hi) {
-    const filters = { ...(model.get("filters") || {}) };
-    delete filters[key];
-    if (lo !== null || hi !== null) filters[key] = [lo, hi];
-    commit({ filters });
-  }
-
-  layerSelect.addEventListener("change", () => {
-    selected = new Set();
-    active = null;
-    commit({ layer: layerSelect.value, selected: [], active: null });
-  });
-  sortSelect.addEventListener("change", () => commit({ sort_by: sortSelect.value }));
-  dirButton.addEventListener("click", () => commit({ descending: !model.get("descending") }));
-  showSelect.addEventListener("change", () => commit({ show: showSelect.value }));
-  let searchTimer = null;
-  searchInput.addEventListener("input", () => {
-    clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => commit({ search: searchInput.value }), 120);
-  });
-  searchInput.addEventListener("focus", () => {
-    // ask the kernel to reload labels if the store changed meanwhile (no-op without kernel)
-    try { model.send({ type: "refresh" }); } catch (e) { /* static page */ }
-  });
-  zoomInput.addEventListener("input", () => commit({ cell_size: Number(zoomInput.value) }));
-  const numberOrNull = (input) => (input.value.trim() === "" || Number.isNaN(Number(input.value)) ? null : Number(input.value));
-  filterAdd.addEventListener("click", () => {
-    if (!filterKey.value) return;
-    let lo = numberOrNull(filterMin);
-    let hi = numberOrNull(filterMax);
-    if (lo !== null && hi !== null && lo > hi) [lo, hi] = [hi, lo];
-    setFilter(filterKey.value, lo, hi);
-  });
-  for (const input of [filterMin, filterMax]) {
-    input.addEventListener("keydown", (e) => { if (e.key === "Enter") filterAdd.click(); });
-  }
-  // typing in the toolbar must not trigger notebook shortcuts
-  root.querySelectorAll(".nsi-toolbar").forEach((bar) => bar.addEventListener("keydown", (e) => e.stopPropagation()));
-
-  // ---- virtualised cells ----------------------------------------------------------------------
   function makeCell() {
-    const canvas = h("canvas", { class: "nsi-thumb" });
+    const canvas = h("div", { class: "nsi-thumb" });
     const unitText = h("span", { class: "nsi-unit" });
     const valueText = h("span", { class: "nsi-val" });
     const labelText = h("div", { class: "nsi-label" });
@@ -219,195 +58,238 @@ export function renderGrid({ model, el }) {
     const cell = h("div", { class: "nsi-cell", role: "option" }, canvas, bars,
       h("div", { class: "nsi-meta" }, unitText, valueText), labelText);
     cell._parts = { canvas, unitText, valueText, labelText, bars };
+    cell._pos = -1;
     cell._unit = -1;
     cell._gen = -1;
+    cell.style.display = "none";
     spacer.append(cell);
     return cell;
   }
 
-  function valueKey() {
-    const sortBy = model.get("sort_by");
-    return sortBy !== "unit" && data.scores[sortBy] ? sortBy : data.names[0];
-  }
-
   function drawCell(cell, unit) {
+    root.__nsi.draws++;
     const { canvas, unitText, valueText, labelText, bars } = cell._parts;
-    const T = data.T;
-    const ctx = canvas.getContext("2d");
-    if (bitmap && T) {
-      if (canvas.width !== T) { canvas.width = T; canvas.height = T; }
-      const sx = (unit % data.cols) * T;
-      const sy = Math.floor(unit / data.cols) * T;
-      ctx.clearRect(0, 0, T, T);
-      ctx.drawImage(bitmap, sx, sy, T, T, 0, 0, T, T);
-      canvas.classList.remove("nsi-nothumb");
-    } else {
-      ctx.clearRect(0, 0, canvas.width, canvas.height);
-      canvas.classList.add("nsi-nothumb");
-    }
+    const drawn = showThumb(canvas, layer, unit, store.data.cellSize || 64);
+    canvas.classList.toggle("nsi-nothumb", !drawn);
     unitText.textContent = String(unit);
-    while (bars.children.length < data.barNames.length) {
-      bars.append(h("span", { class: "nsi-ibar" }, h("span", { class: "nsi-ibar-fill" })));
-    }
-    while (bars.children.length > data.barNames.length) bars.lastChild.remove();
-    data.barNames.forEach((name, i) => {
-      const v = data.scores[name][unit];
-      const [lo, hi] = data.ranges[name];
+    const names = layer.barNames;
+    while (bars.children.length < names.length) bars.append(h("span", { class: "nsi-ibar" }, h("span", { class: "nsi-ibar-fill" })));
+    while (bars.children.length > names.length) bars.lastChild.remove();
+    const sortBy = store.state.sort_by;
+    names.forEach((name, i) => {
+      const v = layer.scores[name][unit];
+      const [lo, hi] = layer.ranges[name];
       const fill = bars.children[i].firstChild;
-      fill.style.width = Number.isFinite(v) ? `${Math.max(0, Math.min(100, (100 * (v - lo)) / (hi - lo)))}%` : "0%";
-      bars.children[i].classList.toggle("nsi-ibar-key", name === model.get("sort_by"));
+      // scaleX, not width: no layout work per cell
+      fill.style.transform = `scaleX(${Number.isFinite(v) ? Math.max(0, Math.min(1, (v - lo) / (hi - lo))) : 0})`;
+      if (!fill.style.background) fill.style.background = BAR_COLORS[i % BAR_COLORS.length];
+      bars.children[i].classList.toggle("nsi-ibar-key", name === sortBy);
     });
     const key = valueKey();
-    const v = key ? data.scores[key][unit] : NaN;
-    valueText.textContent = data.dead[unit] ? "dead" : fmt(v);
-    const annotation = (model.get("annotation_table") || {})[String(unit)];
+    const dead = !!layer.dead[unit];
+    valueText.textContent = dead ? "dead" : key ? fmt(layer.scores[key][unit]) : "";
+    const annotation = store.annotation(unit);
     labelText.textContent = annotation && annotation.label ? annotation.label : "";
-    const lines = [`unit ${unit}${data.dead[unit] ? " (dead)" : ""}`];
-    for (const name of data.names) lines.push(`${prettyName(name)}: ${fmt(data.scores[name][unit])}`);
-    if (annotation && annotation.label) lines.push(`label: ${annotation.label}`);
-    if (annotation && annotation.tags && annotation.tags.length) lines.push(`tags: ${annotation.tags.join(", ")}`);
-    if (annotation && annotation.note) lines.push(`note: ${annotation.note}`);
-    cell.title = lines.join("\n"); // attribute text, not HTML
-    cell.classList.toggle("nsi-dead", !!data.dead[unit]);
+    cell._titled = false; // the tooltip is written when the pointer comes (see "pointerover")
+    cell.classList.toggle("nsi-dead", dead);
     cell.classList.toggle("nsi-annotated", !!(annotation && annotation.label));
     cell.dataset.unit = String(unit);
   }
 
-  function layoutGrid() {
-    const size = model.get("cell_size") || 64;
-    cellW = size + GAP;
-    cellH = size + META_H + BAR_H * data.barNames.length + GAP;
-    const width = scroller.clientWidth || el.clientWidth || 600;
-    columns = Math.max(1, Math.floor((width - GAP) / cellW));
-    const rows = Math.ceil(order.length / columns);
-    spacer.style.height = `${rows * cellH + GAP}px`;
-    // small layers: no empty scroll area below the last row (at least one row tall)
-    const maxHeight = model.get("height") || 420;
-    const want = Math.max(cellH + 2 * GAP, Math.min(maxHeight, rows * cellH + GAP + 2));
-    if (scroller.style.height !== `${want}px`) scroller.style.height = `${want}px`;
-    root.style.setProperty("--nsi-cell", `${size}px`);
+  let selected = new Set(store.state.selection);
+  function mark(cell, unit) {
+    const isSelected = selected.has(unit);
+    cell.classList.toggle("nsi-selected", isSelected);
+    cell.classList.toggle("nsi-active", unit === store.state.unit);
+    cell.setAttribute("aria-selected", isSelected ? "true" : "false");
   }
 
-  function paint() {
-    layoutGrid();
+  function layout() {
+    const size = store.data.cellSize || 64;
+    const width = scroller.clientWidth || el.clientWidth || 600;
+    const newW = size + GAP;
+    const newH = size + META_H + BAR_H * (layer ? layer.barNames.length : 0) + GAP;
+    const newColumns = Math.max(1, Math.floor((width - GAP) / newW));
+    const n = store.order.length;
+    const rows = Math.ceil(n / newColumns);
+    const maxHeight = store.data.gridHeight || 420;
+    const height = Math.max(newH + 2 * GAP, Math.min(maxHeight, rows * newH + GAP + 2));
+    if (scroller.style.height !== `${height}px`) scroller.style.height = `${height}px`;
+    setStyle(spacer, "height", `${rows * newH + GAP}px`);
+    if (root.style.getPropertyValue("--nsi-cell") !== `${size}px`) root.style.setProperty("--nsi-cell", `${size}px`);
+    const visibleRows = Math.ceil(height / newH) + 1;
+    const newPool = (visibleRows + BUFFER_ABOVE + BUFFER_BELOW + 1) * newColumns;
+    if (newColumns !== columns || newW !== cellW || newH !== cellH || newPool !== poolSize) {
+      columns = newColumns;
+      cellW = newW;
+      cellH = newH;
+      poolSize = newPool;
+      while (pool.length < poolSize) pool.push(makeCell());
+      for (const cell of pool) { cell._pos = -1; cell.style.display = "none"; }
+    }
+  }
+
+  /** Draw the window; `visibleOnly` (after a re-sort, new data) leaves the rows beyond the view
+   * to the next frame, so the change shows after drawing only what is seen. */
+  function paint(visibleOnly = false) {
+    if (destroyed || !layer) return;
+    const t0 = performance.now();
+    paintCells(visibleOnly);
+    root.__nsi.paintMs += performance.now() - t0;
+    root.__nsi.paints++;
+    if (visibleOnly) schedule();
+  }
+
+  function paintCells(visibleOnly) {
+    layout();
+    const order = store.order;
     const top = scroller.scrollTop;
-    const height = scroller.clientHeight || model.get("height") || 420;
+    const height = scroller.clientHeight || 420;
     const rows = Math.ceil(order.length / columns);
-    const r0 = Math.max(0, Math.floor(top / cellH) - 2);
-    const r1 = Math.min(rows, Math.ceil((top + height) / cellH) + 2);
+    const r0 = Math.max(0, Math.floor(top / cellH) - (visibleOnly ? 0 : BUFFER_ABOVE));
+    const r1 = Math.min(rows, Math.ceil((top + height) / cellH) + (visibleOnly ? 0 : BUFFER_BELOW));
     const p0 = r0 * columns;
-    const p1 = Math.min(order.length, r1 * columns);
-    let k = 0;
-    for (let p = p0; p < p1; p++, k++) {
-      const cell = pool[k] || (pool[k] = makeCell());
+    const p1 = Math.min(order.length, r1 * columns, p0 + poolSize);
+    for (let p = p0; p < p1; p++) {
+      const cell = pool[p % poolSize];
       const unit = order[p];
+      let touched = false;
+      if (cell._pos !== p) {
+        cell.style.transform = `translate(${GAP + (p % columns) * cellW}px, ${GAP + Math.floor(p / columns) * cellH}px)`;
+        cell.dataset.pos = String(p);
+        cell._pos = p;
+        if (cell.style.display) cell.style.display = "";
+        touched = true;
+      }
       if (cell._unit !== unit || cell._gen !== generation) {
         drawCell(cell, unit);
         cell._unit = unit;
         cell._gen = generation;
+        touched = true;
       }
-      const x = GAP + (p % columns) * cellW;
-      const y = GAP + Math.floor(p / columns) * cellH;
-      cell.style.transform = `translate(${x}px, ${y}px)`;
-      cell.style.display = "";
-      cell.dataset.pos = String(p);
-      cell.classList.toggle("nsi-selected", selected.has(unit));
-      cell.classList.toggle("nsi-active", unit === active);
-      cell.setAttribute("aria-selected", selected.has(unit) ? "true" : "false");
+      if (touched) mark(cell, unit);
     }
-    for (; k < pool.length; k++) {
-      const cell = pool[k];
-      if (cell._unit === -1) continue;
-      cell.style.display = "none";
-      cell._unit = -1;
-      delete cell.dataset.unit; // hidden pooled cells must not be found by unit
-      delete cell.dataset.pos;
-      cell.classList.remove("nsi-selected", "nsi-active");
+    // slots left without a position in the window (near the end of the order)
+    for (const cell of pool) {
+      if (cell._pos >= 0 && (cell._pos < p0 || cell._pos >= p1)) {
+        cell.style.display = "none";
+        cell._pos = -1;
+      }
     }
-    updateCount();
+    setStyle(empty, "display", order.length || !layer.n ? "none" : "block");
   }
 
-  const update = scheduler(() => {
-    if (dataDirty) { parseData(); dataDirty = false; orderDirty = true; }
-    if (orderDirty) { recomputeOrder(); orderDirty = false; }
-    syncToolbar();
-    paint();
-  });
+  function remark() {
+    selected = new Set(store.state.selection);
+    for (const cell of pool) if (cell._pos >= 0) mark(cell, cell._unit);
+  }
 
-  // ---- selection and keyboard -----------------------------------------------------------------
-  function commitSelection() {
-    commit({ selected: Array.from(selected), active });
-    paint();
+  function schedule() {
+    if (frame) return;
+    frame = requestAnimationFrame(() => { frame = 0; paint(); });
   }
 
   function scrollToPos(p) {
+    if (p < 0 || !cellH) return;
     const y = GAP + Math.floor(p / columns) * cellH;
     if (y < scroller.scrollTop) scroller.scrollTop = y - GAP;
     else if (y + cellH > scroller.scrollTop + scroller.clientHeight) scroller.scrollTop = y + cellH - scroller.clientHeight + GAP;
   }
 
-  function rangeBetween(a, b) {
-    const pa = posOf[a] ?? -1;
-    const pb = posOf[b] ?? -1;
-    if (pa < 0 || pb < 0) return [b];
-    const [lo, hi] = pa < pb ? [pa, pb] : [pb, pa];
-    return Array.from(order.subarray(lo, hi + 1));
+  function loadLayer() {
+    const next = store.layer();
+    if (next === layer) return;
+    layer = next;
+    generation++;
+    root.dataset.ready = "0";
+    root.dataset.layer = layer ? layer.name : "";
+    // tiles sent smaller than the receptive field are scaled smoothly; small fields stay crisp
+    root.classList.toggle("nsi-smooth", !!(layer && layer.rf.size && layer.rf.size[0] > layer.T));
+    scroller.scrollTop = 0;
+    const wanted = layer;
+    thumbSheet(layer).then(() => {
+      if (destroyed || layer !== wanted) return;
+      generation++;
+      paint();
+      root.dataset.ready = "1";
+      root.dispatchEvent(new CustomEvent("nsi-rendered", { bubbles: true }));
+    });
   }
 
-  function clickUnit(unit, e) {
-    if (e.shiftKey && anchor !== null && anchor !== undefined && posOf[anchor] >= 0) {
-      selected = new Set(rangeBetween(anchor, unit));
+  // ---- input ----------------------------------------------------------------------------------
+  function rangeBetween(a, b) {
+    const pa = store.posOf[a];
+    const pb = store.posOf[b];
+    if (pa < 0 || pb < 0) return [b];
+    const [lo, hi] = pa <= pb ? [pa, pb] : [pb, pa];
+    return Array.from(store.order.subarray(lo, hi + 1));
+  }
+
+  function tooltip(cell) {
+    const unit = cell._unit;
+    const annotation = store.annotation(unit);
+    const lines = [`unit ${unit}${layer.dead[unit] ? " (dead)" : ""}`];
+    for (const name of layer.names) lines.push(`${prettyName(name)}: ${fmt(layer.scores[name][unit], 4)}`);
+    if (annotation && annotation.label) lines.push(`label: ${annotation.label}`);
+    if (annotation && annotation.tags && annotation.tags.length) lines.push(`tags: ${annotation.tags.join(", ")}`);
+    if (annotation && annotation.note) lines.push(`note: ${annotation.note}`);
+    return lines.join("\n"); // attribute text, not HTML
+  }
+  spacer.addEventListener("pointerover", (e) => {
+    const cell = e.target.closest(".nsi-cell");
+    if (cell && cell._pos >= 0 && !cell._titled) { cell.title = tooltip(cell); cell._titled = true; }
+  });
+
+  spacer.addEventListener("click", (e) => {
+    const cell = e.target.closest(".nsi-cell");
+    if (!cell || cell._pos < 0) return;
+    const unit = cell._unit;
+    const { selection } = store.state;
+    if (e.shiftKey && anchor !== null && store.posOf[anchor] >= 0) {
+      store.propose({ unit, selection: rangeBetween(anchor, unit) });
     } else if (e.ctrlKey || e.metaKey) {
-      if (selected.has(unit)) selected.delete(unit); else selected.add(unit);
+      const next = selection.includes(unit) ? selection.filter((u) => u !== unit) : [...selection, unit];
+      store.propose({ unit, selection: next });
       anchor = unit;
     } else {
-      selected = new Set([unit]);
       anchor = unit;
+      store.go(unit);
     }
-    active = unit;
-    commitSelection();
-  }
-
-  scroller.addEventListener("mousedown", (e) => { if (e.shiftKey) e.preventDefault(); });
-  scroller.addEventListener("click", (e) => {
-    const cell = e.target.closest(".nsi-cell");
-    if (!cell || !spacer.contains(cell)) return;
     scroller.focus({ preventScroll: true });
-    clickUnit(Number(cell.dataset.unit), e);
   });
 
   scroller.addEventListener("keydown", (e) => {
-    if (!order.length) return;
-    const visibleRows = Math.max(1, Math.floor(scroller.clientHeight / cellH));
-    const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -columns, ArrowDown: columns,
-      PageUp: -columns * visibleRows, PageDown: columns * visibleRows };
-    const current = active !== null && active !== undefined && posOf[active] >= 0 ? posOf[active] : -1;
+    if (e.target !== scroller) return;
+    const visibleRows = Math.max(1, Math.floor(scroller.clientHeight / (cellH || 1)));
+    const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns,
+      PageDown: columns * visibleRows, PageUp: -columns * visibleRows };
+    const order = store.order;
+    const unit0 = store.state.unit;
+    const current = unit0 !== null && unit0 !== undefined && store.posOf[unit0] >= 0 ? store.posOf[unit0] : -1;
     let target = null;
-    if (e.key in moves) target = current < 0 ? 0 : Math.min(order.length - 1, Math.max(0, current + moves[e.key]));
+    if (e.key in moves && !e.altKey) target = current < 0 ? 0 : Math.min(order.length - 1, Math.max(0, current + moves[e.key]));
     else if (e.key === "Home") target = 0;
     else if (e.key === "End") target = order.length - 1;
-    if (target !== null) {
+    if (target !== null && order.length) {
       const unit = order[target];
       if (e.shiftKey) {
-        if (anchor === null || anchor === undefined || posOf[anchor] < 0) anchor = current >= 0 ? order[current] : unit;
-        selected = new Set(rangeBetween(anchor, unit));
+        if (anchor === null || store.posOf[anchor] < 0) anchor = current >= 0 ? order[current] : unit;
+        store.propose({ unit, selection: rangeBetween(anchor, unit) });
       } else {
-        selected = new Set([unit]);
         anchor = unit;
+        store.go(unit);
       }
-      active = unit;
-      scrollToPos(target);
-      commitSelection();
+      scrollToPos(store.posOf[store.state.unit]);
     } else if (e.key === " " && current >= 0) {
       const unit = order[current];
-      if (selected.has(unit)) selected.delete(unit); else selected.add(unit);
-      commitSelection();
+      const { selection } = store.state;
+      store.propose({ selection: selection.includes(unit) ? selection.filter((u) => u !== unit) : [...selection, unit] });
     } else if (e.key === "Escape") {
-      selected = new Set();
-      commitSelection();
+      store.propose({ selection: [] });
     } else if ((e.key === "a" || e.key === "A") && (e.ctrlKey || e.metaKey)) {
-      selected = new Set(order);
-      commitSelection();
+      store.propose({ selection: Array.from(order) });
+    } else if ((e.key === "l" || e.key === "L" || e.key === "Enter") && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      store.fire("focus-label");
     } else {
       return; // not ours: let JupyterLab see it
     }
@@ -415,37 +297,53 @@ export function renderGrid({ model, el }) {
     e.stopPropagation();
   });
 
-  let scrollFrame = 0;
-  scroller.addEventListener("scroll", () => {
-    if (scrollFrame) return;
-    scrollFrame = requestAnimationFrame(() => { scrollFrame = 0; paint(); });
+  scroller.addEventListener("scroll", schedule, { passive: true });
+  const resizeObserver = new ResizeObserver(() => {
+    const w = scroller.clientWidth;
+    if (w !== lastWidth) { lastWidth = w; schedule(); }
   });
-  const resizeObserver = new ResizeObserver(() => paint());
   resizeObserver.observe(scroller);
 
-  // ---- model events ---------------------------------------------------------------------------
-  const unlisten = listen(model, [
-    ["change:n_units change:score_names change:scores change:dead change:thumbs change:thumb_size change:sprite_cols",
-      () => { dataDirty = true; scroller.scrollTop = 0; update(); }],
-    ["change:sort_by change:descending change:filters change:show change:search change:annotation_table",
-      () => { orderDirty = true; update(); }],
-    ["change:layers change:layer change:cell_size change:height", () => update()],
-    ["change:selected change:active", () => {
-      selected = new Set(model.get("selected") || []);
-      active = model.get("active");
-      if (active !== null && active !== undefined && !selected.size) anchor = active;
-      if (active !== null && active !== undefined && posOf[active] >= 0) scrollToPos(posOf[active]);
-      paint();
-    }],
-  ]);
+  const unsubscribe = store.subscribe((changed) => {
+    if (changed.has("selection")) selected = new Set(store.state.selection);
+    // a range (shift) starts from the unit shown, however it was chosen (card arrows, Python...)
+    if (changed.has("unit") && store.state.selection.length <= 1) anchor = store.state.unit;
+    if (changed.has("layers") || changed.has("layer")) loadLayer();
+    const redraw = ["order", "annotations", "layers", "sort_by", "cell_size", "grid_height", "ui.zoom"].some((k) => changed.has(k));
+    if (redraw) {
+      generation++;
+      paint(true);
+    }
+    if (changed.has("unit") || changed.has("selection") || changed.has("order")) {
+      remark();
+      const p = store.state.unit !== null ? store.posOf[store.state.unit] : -1;
+      if (p >= 0 && (changed.has("unit") || changed.has("order"))) scrollToPos(p);
+      schedule();
+    }
+  });
 
-  update();
-  return () => {
-    unlisten();
-    resizeObserver.disconnect();
-    if (scrollFrame) cancelAnimationFrame(scrollFrame);
-    bitmapToken++;
-    if (bitmap) bitmap.close();
-    bitmap = null;
+  loadLayer();
+  paint();
+
+  return {
+    focus: () => scroller.focus({ preventScroll: true }),
+    scroller,
+    destroy() {
+      destroyed = true;
+      unsubscribe();
+      resizeObserver.disconnect();
+      if (frame) cancelAnimationFrame(frame);
+      clear(root);
+    },
   };
+}
+
+/** A line under the toolbar that says what the mini bars under each thumbnail are. */
+export function barLegend(layer) {
+  if (!layer || !layer.barNames.length) return null;
+  return h("span", { class: "nsi-bar-legend", title: "bars under each thumbnail: the unit's indexes (full bar = 1, or the layer's maximum)" },
+    h("span", { class: "nsi-field-name", text: "bars" }),
+    ...layer.barNames.map((name, i) => h("span", { class: "nsi-legend-item" },
+      h("span", { class: "nsi-swatch", style: { background: BAR_COLORS[i % BAR_COLORS.length] } }),
+      h("span", { text: prettyName(name) }))));
 }

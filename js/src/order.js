@@ -1,6 +1,6 @@
 // Filter and sort rules of the grid. The Python side (nsi_widgets/widgets/_data.py,
-// display_order) applies the same rules and keeps the authoritative order; the browser
-// computes it too so that sorting responds without a kernel round trip.
+// display_order) applies the same rules and mirrors the order; the browser computes it so that
+// sorting and filtering respond without a kernel round trip.
 
 /** Lower-cased text searched for one unit: label, note and tags joined by spaces. */
 export function annotationText(annotation) {
@@ -15,11 +15,19 @@ export function annotationText(annotation) {
  * - show: "all" | "alive" | "dead"
  * - filters: {score: [lo|null, hi|null]} keeps finite values with lo <= v <= hi
  * - search: every whitespace-separated term must occur in the unit's annotation text
+ * - unlabelledOnly: keeps the units without an annotation (no key in `annotations`)
  * - sortBy "unit": by id (reversed when descending); any score: alive units with a finite
  *   value sorted by it (ties: smaller id first), then the rest (NaN or dead) by id.
  */
-export function computeOrder({ n, scores, dead, sortBy, descending, filters, show, search, annotations }) {
+export function computeOrder({ n, scores, dead, sortBy, descending, filters, show, search, annotations,
+  unlabelledOnly = false }) {
   const keep = new Uint8Array(n).fill(1);
+  if (unlabelledOnly && annotations) {
+    for (const key of Object.keys(annotations)) {
+      const u = Number(key);
+      if (u >= 0 && u < n) keep[u] = 0;
+    }
+  }
   if (show === "alive" || show === "dead") {
     const want = show === "dead" ? 1 : 0;
     for (let u = 0; u < n; u++) if ((dead[u] ? 1 : 0) !== want) keep[u] = 0;

@@ -1,8 +1,6 @@
-// A stand-in for the anywidget `model` over embedded state, so the same render functions run in a
-// static HTML page (no kernel) and in the benchmark page.
-//
-// `keyed` = {traits: ["layer", "unit"], table: {"conv1\u0000 3": {...traits}}}: when the key traits
-// change, the matching entry is merged into the state (what the Python side does in a kernel).
+// A stand-in for the anywidget `model` over embedded state, so the same front end runs in the
+// exported page (no kernel) and in the benchmark page: get/set/on/off/send like anywidget's model,
+// `receive` plays a message from the kernel.
 
 /** Turn {"__bytes__": base64} markers into DataViews (what anywidget gives for bytes traits). */
 export function revive(value) {
@@ -22,41 +20,27 @@ export function revive(value) {
 }
 
 export class ModelShim {
-  constructor(state = {}, keyed = null, { onSend = null } = {}) {
+  constructor(state = {}, { onSend = null } = {}) {
     this._state = { ...state };
-    this._keyed = keyed && keyed.traits ? keyed : null;
     this._listeners = new Map();
     this._onSend = onSend;
-    if (this._keyed) Object.assign(this._state, this._lookup() || {});
   }
 
   get(name) {
     return this._state[name];
   }
 
-  /** Set one trait (fires "change:<name>"); key traits pull in their table entry. */
+  /** set(name, value) or set({name: value, ...}); "change:<name>" per trait, then one "change". */
   set(name, value) {
-    this.update({ [name]: value });
-  }
-
-  /** Set several traits at once; change events fire after all values are in. */
-  update(changes) {
+    const changes = typeof name === "object" && name !== null ? name : { [name]: value };
     const changed = [];
-    for (const [name, value] of Object.entries(changes)) {
-      if (this._state[name] === value) continue;
-      this._state[name] = value;
-      changed.push(name);
+    for (const [key, v] of Object.entries(changes)) {
+      if (this._state[key] === v) continue;
+      this._state[key] = v;
+      changed.push(key);
     }
-    if (this._keyed && changed.some((name) => this._keyed.traits.includes(name))) {
-      const entry = this._lookup();
-      if (entry) {
-        for (const [name, value] of Object.entries(entry)) {
-          if (this._state[name] !== value) { this._state[name] = value; if (!changed.includes(name)) changed.push(name); }
-        }
-      }
-    }
-    for (const name of changed) this._emit(`change:${name}`, this._state[name]);
-    if (changed.length) this._emit("change", changed);
+    for (const key of changed) this._emit(`change:${key}`, this, this._state[key]);
+    if (changed.length) this._emit("change", this);
   }
 
   save_changes() {}
@@ -81,7 +65,7 @@ export class ModelShim {
     }
   }
 
-  /** Deliver a custom message to the view (like the kernel's widget.send). */
+  /** Deliver a custom message to the views (like the kernel's widget.send). */
   receive(content, buffers = []) {
     this._emit("msg:custom", content, buffers);
   }
@@ -92,10 +76,5 @@ export class ModelShim {
     for (const callback of Array.from(set)) {
       try { callback(...args); } catch (err) { console.error(`nsi-widgets: error in ${event} handler`, err); }
     }
-  }
-
-  _lookup() {
-    const key = this._keyed.traits.map((t) => (this._state[t] === null || this._state[t] === undefined ? "" : String(this._state[t]))).join("\u0000");
-    return this._keyed.table[key];
   }
 }

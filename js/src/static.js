@@ -1,85 +1,47 @@
-// The static (exported) page: the Explorer layout over ModelShims, linked in the browser.
-import { h, prettyName } from "./util.js";
+// The exported page: the same front end as the live Explorer (app.js), over a ModelShim whose
+// "kernel" answers from the data embedded in the page. Annotations are read-only here.
+import { h } from "./util.js";
 import { ModelShim, revive } from "./shim.js";
-import { renderGrid } from "./grid.js";
-import { renderCard } from "./card.js";
-import { renderClassChart } from "./chart.js";
-import { renderHistogram } from "./bars.js";
+import { mountApp } from "./app.js";
 
 /**
- * Mount an exported document (built by nsi_widgets/widgets/export.py:build_state) into `root`.
- * Returns the models, for tests and for scripting the page.
+ * Mount an exported document (nsi_widgets/widgets/export.py:page_document) into `root`.
+ * Returns the model and a destroy function, for tests and for scripting the page.
  */
 export function mountStatic(root, doc) {
-  const grid = new ModelShim(revive(doc.grid.state), revive(doc.grid.keyed));
-  const card = new ModelShim(revive(doc.card.state), revive(doc.card.keyed));
-  const chart = new ModelShim(revive(doc.chart.state), revive(doc.chart.keyed));
-
-  const meta = doc.meta || {};
+  const revived = new Map();
+  const payloadOf = (layer, unit) => {
+    const key = `${layer}\u0000${unit}`;
+    if (!revived.has(key)) revived.set(key, revive(((doc.units || {})[layer] || {})[String(unit)] || {}));
+    return revived.get(key);
+  };
+  const model = new ModelShim(revive(doc.state), {
+    onSend: (content, _buffers, shim) => {
+      const reply = (body) => setTimeout(() => shim.receive({ reply_to: content.request_id, ...body }, []), 0);
+      if (content.type === "unit") {
+        for (const unit of content.units || []) reply({ type: "unit", layer: content.layer, unit, views: payloadOf(content.layer, unit) });
+      } else if (content.type === "ping") {
+        reply({ type: "pong" });
+      } else if (content.type !== "refresh") {
+        reply({ type: "error", message: "this exported page is read-only" });
+      }
+    },
+  });
+  const info = doc.state.info || {};
+  const meta = info.meta || {};
   const facts = [];
   if (meta.model_name) facts.push(`model ${meta.model_name}`);
   if (meta.n_images) facts.push(`${meta.n_images} images`);
   if (meta.top_n) facts.push(`top-${meta.top_n}`);
-  const histBox = h("div", { class: "nsi-export-hist" });
-  const gridBox = h("div", { class: "nsi-export-grid" });
-  const cardBox = h("div", { class: "nsi-export-card" });
-  const chartBox = h("div", { class: "nsi-export-chart" });
+  const app = h("div", { class: "nsi-page-app" });
   const page = h("div", { class: "nsi-root nsi-page" },
     h("header", { class: "nsi-page-header" },
-      h("h1", { class: "nsi-page-title", text: doc.title || "Neuron explorer" }),
+      h("h1", { class: "nsi-page-title", text: info.title || "Neuron explorer" }),
       h("span", { class: "nsi-caption", text: facts.join(" · ") })),
-    doc.histogram ? histBox : null,
-    h("div", { class: "nsi-page-body" }, gridBox, h("div", { class: "nsi-page-side" }, cardBox, chartBox)),
+    app,
     h("footer", { class: "nsi-caption nsi-page-footer",
-      text: "Static export of nsi-widgets: sorting, filtering and selection work offline; annotations are read-only." }));
+      text: "Exported page of nsi-widgets: the same views as the live Explorer, offline; annotations are read-only." }));
   root.append(page);
-
-  // histogram -> grid filter
-  if (doc.histogram) {
-    const hist = doc.histogram;
-    const score = hist.score;
-    histBox.append(h("div", { class: "nsi-chart-title", text: `${prettyName(score)} by layer` }),
-      h("div", { class: "nsi-caption", text: "drag across the bars or click one to filter the grid; double-click to clear" }));
-    const plot = h("div", { class: "nsi-export-hist-plot" });
-    histBox.append(plot);
-    renderHistogram(plot, {
-      edges: hist.edges, series: hist.series, xLabel: prettyName(score), yMode: "share", width: 900, height: 190,
-      onSelect: (range) => {
-        const filters = { ...(grid.get("filters") || {}) };
-        delete filters[score];
-        if (range) filters[score] = [range[0], range[1]];
-        grid.set("filters", filters);
-      },
-    });
-  }
-
-  // grid -> card and chart
-  const follow = () => {
-    const layer = grid.get("layer");
-    const unit = grid.get("active");
-    if (unit === null || unit === undefined) {
-      chart.update({ layer, unit: null });
-      return;
-    }
-    card.update({ layer, unit });
-    chart.update({ layer, unit });
-  };
-  grid.on("change:active", follow);
-  grid.on("change:layer", () => {
-    const layer = grid.get("layer");
-    card.update({ layer, unit: 0 });
-    chart.update({ layer, unit: null });
-  });
-  card.on("change:unit", () => {
-    if (card.get("layer") === grid.get("layer") && grid.get("active") !== card.get("unit")) {
-      grid.update({ active: card.get("unit"), selected: [card.get("unit")] });
-    }
-  });
-
-  const cleanups = [
-    renderGrid({ model: grid, el: gridBox }),
-    renderCard({ model: card, el: cardBox }),
-    renderClassChart({ model: chart, el: chartBox }),
-  ];
-  return { grid, card, chart, destroy: () => cleanups.forEach((f) => f && f()) };
+  const destroy = mountApp(model, app, { isStatic: true });
+  return { model, destroy };
 }

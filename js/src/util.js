@@ -43,6 +43,17 @@ export function s(tag, props, ...children) {
   return el;
 }
 
+/** Set an element's text only when it changes (an equal assignment still relayouts). */
+export function setText(el, text) {
+  const value = String(text);
+  if (el.textContent !== value) el.textContent = value;
+}
+
+/** Set one inline style property only when it changes. */
+export function setStyle(el, name, value) {
+  if (el.style[name] !== value) el.style[name] = value;
+}
+
 /** Remove every child of el. */
 export function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
@@ -86,6 +97,21 @@ export function fmt(value, digits = 3) {
   if (a >= 100) return value.toFixed(0);
   if (a >= 10) return value.toFixed(1);
   return value.toFixed(Math.max(0, digits - 1));
+}
+
+/**
+ * About `count` round tick values covering [lo, hi], and the decimals that tell them apart:
+ * an axis over [0.9, 1] reads 0.90 0.92 ... 1.00, never 0.9 0.9 0.9.
+ */
+export function niceTicks(lo, hi, count = 5) {
+  if (!(hi > lo)) return { ticks: [lo], decimals: 2 };
+  const raw = (hi - lo) / Math.max(1, count);
+  const power = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw) || 10 * power;
+  const decimals = Math.max(0, Math.min(6, -Math.floor(Math.log10(step) + 1e-9) + (step / power === 2.5 ? 1 : 0)));
+  const ticks = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toFixed(decimals + 2)));
+  return { ticks, decimals };
 }
 
 /** Percentage with one decimal. */

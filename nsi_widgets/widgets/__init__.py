@@ -7,8 +7,9 @@ values to the browser as binary (PNG sprite sheets, float32 arrays), never as JS
 * :class:`NeuronCard`: one neuron in detail, with an annotation editor.
 * :class:`ColorSelectivityHistogram`: colour index per layer (plotly), threshold, range selection.
 * :class:`ClassSelectivityChart`: class-frequency bars of a unit, or a layer's class index.
-* :class:`Explorer`: all of them, linked.
-* :func:`export_html`: one standalone HTML file that works offline from disk.
+* :class:`Explorer`: all of them, linked in one front end (js/src), mirrored in traits.
+* :func:`export_html`: the same front end in one standalone HTML file that works offline from disk.
+* :mod:`.views`: the registry of the card's views (other methods' results) and their computations.
 """
 from .card import NeuronCard
 from .charts import ClassSelectivityChart, ColorSelectivityHistogram
@@ -16,6 +17,7 @@ from .explorer import Explorer
 from .export import export_html
 from .grid import NeuronGrid
 from ._data import WidgetArgumentError
+from .views import CardView, Panel, register_card_view, register_compute
 
 __all__ = ["NeuronGrid", "NeuronCard", "ColorSelectivityHistogram", "ClassSelectivityChart", "Explorer",
-           "export_html", "WidgetArgumentError"]
+           "export_html", "WidgetArgumentError", "CardView", "Panel", "register_card_view", "register_compute"]

@@ -6,7 +6,6 @@ widgets, the static HTML export and the tests share one implementation.
 """
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import difflib
 import io
@@ -25,6 +24,8 @@ TOP_ACTIVATION = "top_activation"
 SHOW_CHOICES = ("all", "alive", "dead")
 #: grid thumbnails are this many pixels square unless asked otherwise (32*32 RGB PNG <= 3.1 KB)
 DEFAULT_THUMB = 32
+#: indexes drawn as mini bars under each grid thumbnail
+MAX_BARS = 4
 
 
 class WidgetArgumentError(TraitError, ValueError):
@@ -127,14 +128,16 @@ def normalize_filters(filters: Mapping | None, score_names: Sequence[str]) -> di
 
 def display_order(scores: Mapping[str, np.ndarray], dead: np.ndarray, sort_by: str = SORT_UNIT,
                   descending: bool = False, filters: Mapping | None = None, show: str = "all",
-                  search: str = "", texts: Mapping[int, str] | None = None) -> np.ndarray:
+                  search: str = "", texts: Mapping[int, str] | None = None,
+                  unlabelled_only: bool = False) -> np.ndarray:
     """Unit ids in display order: filtered, then sorted.
 
-    Rules (the front end applies the same ones):
+    Rules (the front end applies the same ones, js/src/order.js):
 
     * ``show`` keeps ``"all"``, only ``"alive"`` or only ``"dead"`` units;
     * a range filter ``[lo, hi]`` keeps finite values with ``lo <= v <= hi`` (NaN fails);
     * ``search``: every whitespace-separated term must occur in the unit's annotation text;
+    * ``unlabelled_only`` keeps the units without an annotation (no key in ``texts``);
     * ``sort_by="unit"`` orders by id (reversed when descending); any score sorts the alive
       units with a finite value by that value (ties: smaller id first) and puts the rest
       (NaN or dead) last, by id, in either direction.
@@ -160,9 +163,13 @@ def display_order(scores: Mapping[str, np.ndarray], dead: np.ndarray, sort_by: s
         if hi is not None:
             ok &= v <= hi
         keep &= ok
+    texts = texts or {}
+    if unlabelled_only:
+        for unit in texts:
+            if 0 <= int(unit) < keep.shape[0]:
+                keep[int(unit)] = False
     terms = str(search or "").lower().split()
     if terms:
-        texts = texts or {}
         for unit in np.flatnonzero(keep):
             text = texts.get(int(unit), "")
             if not all(term in text for term in terms):
@@ -240,9 +247,6 @@ def sprite_sheet(tiles: np.ndarray, columns: int) -> np.ndarray:
         rows * th, columns * tw, ch)
 
 
-def f32_bytes(values: np.ndarray) -> bytes:
-    """Little-endian float32 bytes (what ``new Float32Array(buffer)`` reads in the browser)."""
-    return np.ascontiguousarray(values, dtype="<f4").tobytes()
 
 
 def thumbnail_source(L) -> np.ndarray | None:
@@ -254,34 +258,82 @@ def thumbnail_source(L) -> np.ndarray | None:
     return None
 
 
-def grid_layer_payload(L, thumb_size: int = DEFAULT_THUMB, sprite_columns: int = 64) -> dict:
-    """The synced traits the grid needs for one layer (all arrays as bytes).
+def layer_columns(idx, layer: str) -> dict[str, np.ndarray]:
+    """Every per-unit column the grid can sort and filter by: :func:`layer_scores` and the
+    per-unit columns of the index's attachments, named ``"{attachment}.{column}"`` (as in
+    ``idx.to_pandas()``), each float32 ``(C,)``."""
+    L = idx[layer]
+    columns = layer_scores(L)
+    for name, attachment in (getattr(idx, "attachments", None) or {}).items():
+        for column in attachment.columns.get(layer, []):
+            values = np.asarray(attachment.arrays[layer][column], dtype=np.float32).reshape(-1)
+            if values.shape == (L.n_units,):
+                columns[f"{name}.{column}"] = values
+    return columns
 
-    ``thumbs`` is one PNG sprite sheet of ``thumb_size``-pixel tiles, unit ``u`` at column
-    ``u % sprite_cols``, row ``u // sprite_cols``; ``scores`` is float32 ``(len(score_names), C)``
-    row-major; ``dead`` one byte per unit.
+
+def sprite_columns(n_units: int) -> int:
+    """Tiles per row of a layer's sprite sheet: 64, or more for big layers (a square-ish sheet
+    stays under the browser's image size limits)."""
+    return max(1, min(n_units, max(64, math.ceil(math.sqrt(max(n_units, 1))))))
+
+
+def thumbnail_sheet(L, thumb_size: int = DEFAULT_THUMB) -> tuple[bytes, int, int]:
+    """``(png, columns, tile)``: one PNG sprite sheet of square tiles of :func:`thumbnail_source`,
+    unit ``u`` at column ``u % columns``, row ``u // columns``; ``(b"", 0, 0)`` without images.
+
+    Tiles are ``thumb_size`` pixels, or the images' own size when smaller: the browser scales
+    them up (pixelated), which costs nothing here and keeps small receptive fields crisp.
     """
-    scores = layer_scores(L)
-    names = list(scores)
-    C = L.n_units
-    table = np.stack([scores[n] for n in names]) if names else np.zeros((0, C), np.float32)
     source = thumbnail_source(L)
-    thumbs, cols = b"", 0
-    if source is not None and C:
+    if source is None or not L.n_units:
+        return b"", 0, 0
+    tile = int(min(thumb_size, max(source.shape[1], source.shape[2])))
+    if source.dtype == np.uint8 and source.shape[1:3] == (tile, tile):
+        tiles = np.ascontiguousarray(source[..., :3])
+    else:
         source = source.astype(np.float32) / 255.0 if source.dtype == np.uint8 else source
-        tiles = to_uint8(box_resize(source, thumb_size, thumb_size))
-        cols = max(1, min(sprite_columns, C))
-        # level 3: a third of level 6's time for ~15 % more bytes (still < 1 KB per smooth NF)
-        thumbs = png_bytes(sprite_sheet(tiles, cols), compress_level=3)
-    return {
+        tiles = to_uint8(box_resize(source, tile, tile))
+    cols = sprite_columns(L.n_units)
+    # level 1: a quarter of level 6's time for ~25 % more bytes (~0.6 KB per unit at 24 px)
+    return png_bytes(sprite_sheet(tiles, cols), compress_level=1), cols, tile
+
+
+def layer_payload(idx, layer: str, thumb_size: int = DEFAULT_THUMB, card_arrays: bool = True) -> dict:
+    """What the front end holds of one layer (js/src/layerdata.js), arrays as :func:`_wire.array`.
+
+    ``scores`` is float32 ``(len(score_names), C)``; ``dead`` uint8 ``(C,)``; ``thumbs`` the
+    :func:`thumbnail_sheet`. With ``card_arrays`` also the top-N activations (float32 ``(C, N)``)
+    and class labels (``(C, N)``, -1 unlabelled), from which the browser draws a unit's class
+    bars and activation profile without asking the kernel.
+    """
+    from . import _wire
+
+    L = idx[layer]
+    columns = layer_columns(idx, layer)
+    names = list(columns)
+    C = L.n_units
+    table = np.stack([columns[n] for n in names]) if names else np.zeros((0, C), np.float32)
+    thumbs, cols, tile = thumbnail_sheet(L, thumb_size)
+    out = {
+        "name": layer,
         "n_units": int(C),
+        "top_n": int(L.top_n),
         "score_names": names,
-        "scores": f32_bytes(table),
-        "dead": np.ascontiguousarray(L.dead, dtype=np.uint8).tobytes(),
+        # the grid's mini bars: the layer's own indexes (not a_1, not other methods' columns)
+        "bar_names": [n for n in L.scores if n != TOP_ACTIVATION][:MAX_BARS],
+        "scores": _wire.array(table, "float32"),
+        "dead": _wire.array(L.dead, "uint8"),
         "thumbs": thumbs,
-        "thumb_size": int(thumb_size) if thumbs else 0,
+        "thumb_size": tile,
         "sprite_cols": int(cols),
+        "receptive_field": L.receptive_field.to_dict() if L.receptive_field is not None else {},
     }
+    if card_arrays:
+        n_classes = len(class_names_of(idx, L))
+        out["top_activations"] = _wire.array(L.top_activations, "float32")
+        out["top_labels"] = _wire.array(L.top_labels, _wire.label_dtype(n_classes))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,16 +372,6 @@ def annotation_dict(annotation: Any, full: bool = False) -> dict:
     return out
 
 
-def layer_annotations(store, layer: str) -> dict[str, dict]:
-    """``{str(unit): {label, note, tags}}`` of one layer (empty without a store)."""
-    if store is None:
-        return {}
-    out = {}
-    for key, annotation in store.all(layer=layer).items():
-        lay, unit = key[0], key[1]
-        if lay == layer:
-            out[str(int(unit))] = annotation_dict(annotation)
-    return out
 
 
 def store_revision(store) -> Any:
@@ -362,6 +404,14 @@ def class_names_of(idx, L) -> list[str]:
     labels = np.asarray(L.top_labels)
     top = int(labels.max()) + 1 if labels.size else 0
     return [str(n) for n in names] + [f"class {k}" for k in range(len(names), top)]
+
+
+def index_class_names(idx) -> list[str]:
+    """Names of every label value in any layer of ``idx`` (``"class k"`` where the index has none)."""
+    names = [str(n) for n in (idx.class_names or [])]
+    top = max((int(np.asarray(idx[n].top_labels).max()) + 1 for n in idx.layers if np.size(idx[n].top_labels)),
+              default=0)
+    return names + [f"class {k}" for k in range(len(names), top)]
 
 
 def ancestry(name: str, parents: Mapping[str, str] | None) -> list[str]:
@@ -445,30 +495,9 @@ def layer_score_histogram(L, score: str, bins: int = 20) -> dict:
     values = np.asarray(values, dtype=np.float64)
     alive = ~L.dead
     finite = np.isfinite(values) & alive
-    edges = shared_edges([values[finite]], bins, (0.0, 1.0) if score == "class_selectivity" else None)
+    # the axis fits the data: class selectivity often lives in [0.9, 1]
+    edges = shared_edges([values[finite]], bins)
     return {"score": score, "missing": False, "edges": [float(e) for e in edges],
             "counts": histogram(values[finite], edges), "n_dead": int((~alive).sum()),
             "n_nan": int((alive & ~np.isfinite(values)).sum()), "n_units": int(L.n_units),
             "mean": float(values[finite].mean()) if finite.any() else None}
-
-
-# ---------------------------------------------------------------------------------------------
-# JSON helpers for the static export
-# ---------------------------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    """Bytes to ``{"__bytes__": base64}``, NumPy scalars to Python, NaN to None, recursively."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"__bytes__": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value

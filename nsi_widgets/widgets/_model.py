@@ -1,8 +1,9 @@
 """Thin anywidget classes: only the synced traits and the bundle (jupyter-scatter's split).
 
-The user-facing classes in :mod:`.grid`, :mod:`.card` and :mod:`.charts` subclass these and add
-the logic (turning a :class:`~nsi_widgets.results.NeuronIndex` into trait values, validation,
-annotation writes). One esbuild bundle serves every view; ``_kind`` tells it which to draw.
+:class:`~nsi_widgets.widgets._linked.LinkedWidget` subclasses :class:`_LinkedModel` and adds the
+logic (turning a :class:`~nsi_widgets.results.NeuronIndex` into trait values, validation, annotation
+writes); the Explorer and the single views subclass that. One esbuild bundle draws them all;
+``_views`` tells it which views to lay out.
 """
 from __future__ import annotations
 
@@ -47,61 +48,37 @@ class _BundleWidget(anywidget.AnyWidget):
     _kind = t.Unicode("").tag(sync=True)
 
 
-class _GridModel(_BundleWidget):
-    _kind = t.Unicode("grid").tag(sync=True)
+#: the linked state: set in the browser or in Python, mirrored both ways
+STATE_TRAITS = ("layer", "unit", "selection", "sort_by", "descending", "filters", "show_units", "search",
+                "unlabelled_only", "author")
 
-    layers = t.List(t.Unicode()).tag(sync=True)
+
+class _LinkedModel(_BundleWidget):
+    """The traits of the one front end (js/src/app.js). ``_views`` picks what it draws."""
+
+    _kind = t.Unicode("linked").tag(sync=True)
+    _views = t.List(t.Unicode()).tag(sync=True)
+
+    # data (Python -> browser)
+    info = t.Dict().tag(sync=True)                # layers, class names and parents, title, histogram scores
+    layer_data = t.Dict().tag(sync=True)          # {layer: layer payload with binary arrays}
+    card_views = t.List(t.Dict()).tag(sync=True)  # the card's views (views.ViewInstance.spec)
+    annotations = t.Dict().tag(sync=True)         # {layer: {str(unit): annotation}} of `author`
+    agreement = t.Dict().tag(sync=True)           # {layer: agreement tab data}
+    authors = t.List(t.Unicode()).tag(sync=True)
+    editable = t.Bool(False).tag(sync=True)
+    readonly_note = t.Unicode("").tag(sync=True)
+    cell_size = t.Int(64).tag(sync=True)
+    grid_height = t.Int(420).tag(sync=True)
+
+    # the linked state (both ways)
     layer = t.Unicode("").tag(sync=True)
-    n_units = t.Int(0).tag(sync=True)
-    score_names = t.List(t.Unicode()).tag(sync=True)
-    scores = t.Bytes(b"").tag(sync=True)          # float32 (len(score_names), n_units)
-    dead = t.Bytes(b"").tag(sync=True)            # uint8 (n_units,)
-    thumbs = t.Bytes(b"").tag(sync=True)          # PNG sprite sheet
-    thumb_size = t.Int(0).tag(sync=True)
-    sprite_cols = t.Int(0).tag(sync=True)
-    annotation_table = t.Dict().tag(sync=True)    # {str(unit): {label, note, tags}}
+    unit = t.Int(None, allow_none=True).tag(sync=True)
+    selection = t.List(t.Int()).tag(sync=True)
     sort_by = t.Unicode("unit").tag(sync=True)
     descending = t.Bool(False).tag(sync=True)
-    filters = t.Dict().tag(sync=True)             # {score: [lo|None, hi|None]}
-    show = t.Unicode("all").tag(sync=True)
+    filters = t.Dict().tag(sync=True)             # {column: [lo|None, hi|None]}
+    show_units = t.Unicode("all").tag(sync=True)     # "all", "alive" or "dead"
     search = t.Unicode("").tag(sync=True)
-    selected = t.List(t.Int()).tag(sync=True)
-    active = t.Int(None, allow_none=True).tag(sync=True)
-    cell_size = t.Int(64).tag(sync=True)
-    height = t.Int(420).tag(sync=True)
-
-
-class _CardModel(_BundleWidget):
-    _kind = t.Unicode("card").tag(sync=True)
-
-    layers = t.List(t.Unicode()).tag(sync=True)
-    layer = t.Unicode("").tag(sync=True)
-    n_units = t.Int(0).tag(sync=True)
-    unit = t.Int(0).tag(sync=True)
-    dead = t.Bool(False).tag(sync=True)
-    nf = t.Bytes(b"").tag(sync=True)              # PNG of the Neuron Feature
-    nf_size = t.List(t.Int()).tag(sync=True)      # [h, w] of the feature (receptive field)
-    crops = t.Bytes(b"").tag(sync=True)           # PNG strip of the first top crops
-    crop_size = t.List(t.Int()).tag(sync=True)    # [h, w] of one crop in the strip
-    n_crops = t.Int(0).tag(sync=True)
-    activations = t.Bytes(b"").tag(sync=True)     # float32 (N,) top activations
-    gray_activations = t.Bytes(b"").tag(sync=True)  # float32 (N,) or empty
-    top_images = t.List(t.Int()).tag(sync=True)   # dataset indices of the shown crops
-    top_classes = t.List(t.Unicode()).tag(sync=True)
-    scores = t.Dict().tag(sync=True)              # {name: value | None}
-    receptive_field = t.Dict().tag(sync=True)
-    class_bars = t.Dict().tag(sync=True)
-    annotation = t.Dict().tag(sync=True)          # {label, note, tags, author, time}
-    show_classes = t.Bool(True).tag(sync=True)    # the Explorer shows them in its chart instead
-    editable = t.Bool(False).tag(sync=True)
+    unlabelled_only = t.Bool(False).tag(sync=True)
     author = t.Unicode("").tag(sync=True)
-
-
-class _ClassChartModel(_BundleWidget):
-    _kind = t.Unicode("class_chart").tag(sync=True)
-
-    layers = t.List(t.Unicode()).tag(sync=True)
-    layer = t.Unicode("").tag(sync=True)
-    n_units = t.Int(0).tag(sync=True)
-    unit = t.Int(None, allow_none=True).tag(sync=True)
-    data = t.Dict().tag(sync=True)

@@ -9,7 +9,7 @@ import numpy as np
 import traitlets as t
 
 from . import _data
-from ._model import _ClassChartModel
+from ._linked import DisplayOptions, LinkedWidget
 
 #: qualitative colours for layers (colour-blind friendly, Okabe-Ito without black/yellow)
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#999999", "#F0E442")
@@ -25,13 +25,14 @@ def chart_payload(idx, layer: str, unit: int | None, top_k: int = 15, bins: int 
             "bars": _data.class_bars(idx, layer, unit, top_k=top_k)}
 
 
-class ClassSelectivityChart(_ClassChartModel):
+class ClassSelectivityChart(LinkedWidget):
     """Class selectivity of one unit, or of a whole layer.
 
     With ``unit`` set: the activation-weighted class frequencies of the unit's top-N images
     (METHODS.md section 5), top classes first, grouped by parent class when the index has a
-    hierarchy (``idx.class_parents``). With ``unit=None``: the distribution of the layer's
-    class selectivity index over its units (dead units counted apart).
+    hierarchy (``idx.class_parents``), above the layer's class-selectivity histogram with the unit
+    marked. With ``unit=None``: the histogram alone. Its axis fits the data (the index often lives
+    in [0.9, 1]). The Explorer's front end showing only this chart; :attr:`data` is what it draws.
 
     Parameters
     ----------
@@ -42,53 +43,29 @@ class ClassSelectivityChart(_ClassChartModel):
     top_k : int
         Classes shown for a unit.
     bins : int
-        Histogram bins for the layer view.
+        Histogram bins.
     """
+
+    _VIEWS = ("class_chart",)
+    _FOLLOW_FIRST = False
 
     def __init__(self, idx, layer: str | None = None, unit: int | None = None, *,
                  top_k: int = 15, bins: int = 20):
-        layer = _data.check_layer(idx, layer)
-        if unit is not None:
-            unit = _data.check_unit(idx[layer].n_units, unit, layer)
-        self._idx = idx
-        self._options = dict(top_k=int(top_k), bins=int(bins))
-        self._loading = True
-        super().__init__(layers=list(idx.layers), layer=layer, unit=unit, n_units=idx[layer].n_units,
-                         data=chart_payload(idx, layer, unit, **self._options))
-        self._loading = False
+        options = DisplayOptions(top_k=int(top_k), bins=int(bins))
+        super().__init__(idx, None, layer=layer, unit=unit, sort_by="unit", descending=False, options=options)
+
+    @property
+    def data(self) -> dict:
+        """What the chart shows: ``{"mode": "unit", "bars": ...}`` or ``{"mode": "layer", "hist": ...}``."""
+        return chart_payload(self._idx, self.layer, self.unit, top_k=self._options.top_k, bins=self._options.bins)
 
     def show(self, layer: str | None = None, unit: int | None = None) -> None:
         """Show ``unit`` (None: the layer's distribution) of ``layer`` (default: unchanged)."""
         layer = _data.check_layer(self._idx, layer if layer is not None else self.layer)
-        if unit is not None:
-            unit = _data.check_unit(self._idx[layer].n_units, unit, layer)
-        self._loading = True
-        try:
-            with self.hold_sync():
+        with self.hold_sync():
+            if layer != self.layer:
                 self.layer = layer
-                self.unit = unit
-                self.n_units = self._idx[layer].n_units
-                self.data = chart_payload(self._idx, layer, unit, **self._options)
-        finally:
-            self._loading = False
-
-    @t.validate("layer")
-    def _check_layer(self, proposal):
-        return _data.check_layer(self._idx, proposal["value"])
-
-    @t.validate("unit")
-    def _check_unit(self, proposal):
-        unit = proposal["value"]
-        return None if unit is None else _data.check_unit(self._idx[self.layer].n_units, unit, self.layer)
-
-    @t.observe("layer", "unit")
-    def _on_target(self, change):
-        if self._loading:
-            return
-        unit = self.unit
-        if unit is not None and unit >= self._idx[self.layer].n_units:
-            unit = None
-        self.show(self.layer, unit)
+            self.unit = unit
 
     def __repr__(self) -> str:
         return f"ClassSelectivityChart(layer={self.layer!r}, unit={self.unit})"

@@ -1,119 +1,85 @@
-"""Explorer: the linked dashboard (histogram, grid, card, class chart)."""
+"""Explorer: one linked front end over an index (histograms, grid, card, agreement)."""
 from __future__ import annotations
 
-import ipywidgets as W
+from pathlib import Path
 
-from . import _data
-from .card import NeuronCard
-from .charts import ClassSelectivityChart, ColorSelectivityHistogram
-from .grid import NeuronGrid
+from ._linked import DisplayOptions, LinkedWidget
 
 
-class Explorer(W.VBox):
-    """All the views of one index, linked.
+class Explorer(LinkedWidget):
+    """Every view of one index, linked in the browser: no view change waits for the kernel.
 
-    * a range selected in the histogram filters the grid by that index;
-    * the grid's active unit (last clicked, or moved to with the arrow keys) is shown in the card
-      and the class chart; with no active unit the chart shows the layer's distribution;
-    * switching the grid's layer switches the card and the chart;
-    * saving an annotation in the card updates the grid's labels.
+    * the toolbar's layer control, sort, filters, search and "unlabelled only" drive the grid;
+    * the colour histogram shows every layer: dragging across it (or clicking a bar) filters the
+      grid by that index, a bar of another layer switches to that layer, a double-click or the
+      filter chip's x clears it; the class histogram does the same for the layer shown; both mark
+      the unit shown;
+    * the card shows the unit chosen in the grid and steps through the grid's order; its views
+      (Neuron Feature, classes, top images, other methods' results) come from a registry
+      (:mod:`nsi_widgets.widgets.views`);
+    * with a store, the card's editor is keyboard-first: ``L`` (or Enter in the grid) types a
+      label, Enter saves and moves to the next unit, Page Down / Page Up (or Alt+Down / Alt+Up) move
+      without saving, Esc leaves the box; undo, redo, history and the author are in the card, and
+      the agreement tab compares authors.
+
+    The state lives in the browser and is mirrored in traits that notebooks read and set:
+    :attr:`layer`, :attr:`unit`, :attr:`selection`, :attr:`sort_by`, :attr:`descending`,
+    :attr:`filters`, :attr:`show_units` (``"all"``, ``"alive"``, ``"dead"``), :attr:`search`, :attr:`unlabelled_only`, :attr:`author`, and
+    read-only :attr:`order` (unit ids in display order).
 
     Parameters
     ----------
     idx : NeuronIndex
     annotations : AnnotationStore or path, optional
-        Shared by the grid (labels, search) and the card (editor).
+        Labels shown in the grid and searched; the card's editor writes here.
     layer : str, optional
         First layer shown.
+    unit : int, optional
+        First unit shown (default: the first in display order).
     sort_by : str
-        Initial sort key of the grid.
+        Initial sort key (any column of the layer, or ``"unit"``).
+    descending : bool
+        Largest first.
     histogram_score : str
-        Index of the histogram and of its range filter. The histogram is left out when no layer
-        has it.
+        Index of the all-layers histogram (left out when no layer has it).
+    class_score : str
+        Index of the layer histogram.
     grid_height : int
-        Height of the grid in pixels.
+        Largest height of the grid in pixels.
+    filters, show, search, unlabelled_only, author
+        Initial values of the traits of the same names (``show`` sets :attr:`show_units`).
+    compute : dict, optional
+        ``{view name: handler}``: on-demand computations behind card views' buttons
+        (see :func:`nsi_widgets.widgets.views.register_compute`).
+    autosave : path, optional
+        Save the index there after each computation (its results live in ``idx.attachments``).
+    title : str, optional
+        Title of the exported page.
+    thumb_size, cell_size : int
+        Grid thumbnail pixels as sent, and as shown.
 
-    Attributes
-    ----------
-    grid : NeuronGrid
-    card : NeuronCard
-    class_chart : ClassSelectivityChart
-    histogram : ColorSelectivityHistogram or None
+    Examples
+    --------
+    >>> ex = Explorer(idx, annotations=store, layer="conv3")          # doctest: +SKIP
+    >>> ex.sort_by = "class_selectivity"; ex.order[:5]               # doctest: +SKIP
+    >>> ex.observe(lambda change: print(change["new"]), "unit")      # doctest: +SKIP
     """
 
-    def __init__(self, idx, annotations=None, *, layer: str | None = None,
-                 sort_by: str = "color_selectivity", histogram_score: str = "color_selectivity",
-                 grid_height: int = 460):
-        layer = _data.check_layer(idx, layer)
-        self._idx = idx
-        self._store = _data.open_store(annotations, idx)
-        self._score = histogram_score
-        self.grid = NeuronGrid(idx, layer, sort_by=sort_by, annotations=self._store, height=grid_height)
-        first = self.grid.order[0] if self.grid.order else 0
-        self.card = NeuronCard(idx, layer, first, annotations=self._store, show_classes=False)
-        self.class_chart = ClassSelectivityChart(idx, layer, first)
-        has_score = any(histogram_score in idx[name].scores for name in idx.layers)
-        self.histogram = ColorSelectivityHistogram(idx, score=histogram_score, height=240) \
-            if has_score else None
-        self.grid.active = first
+    _VIEWS = ("toolbar", "charts", "grid", "card", "agreement")
 
-        self.grid.layout = W.Layout(flex="3 1 0%", min_width="380px")
-        side = W.VBox([self.card, self.class_chart],
-                      layout=W.Layout(flex="2 1 0%", min_width="320px", margin="0 0 0 8px"))
-        body = W.HBox([self.grid, side], layout=W.Layout(width="100%", align_items="flex-start"))
-        children = ([self.histogram] if self.histogram is not None else []) + [body]
-        super().__init__(children, layout=W.Layout(width="100%"))
-        self.add_class("nsi-explorer")
+    def __init__(self, idx, annotations=None, *, layer: str | None = None, unit: int | None = None,
+                 sort_by: str = "color_selectivity", descending: bool = True,
+                 histogram_score: str = "color_selectivity", class_score: str = "class_selectivity",
+                 grid_height: int = 460, filters: dict | None = None, show: str = "all", search: str = "",
+                 unlabelled_only: bool = False, author: str | None = None, compute: dict | None = None,
+                 autosave: str | Path | None = None, title: str | None = None, thumb_size: int = 32,
+                 cell_size: int = 64):
+        options = DisplayOptions(thumb_size=int(thumb_size), cell_size=int(cell_size), grid_height=int(grid_height),
+                                 histogram_score=histogram_score, class_score=class_score)
+        super().__init__(idx, annotations, layer=layer, unit=unit, sort_by=sort_by, descending=descending,
+                         filters=filters, show=show, search=search, unlabelled_only=unlabelled_only,
+                         author=author, options=options, compute=compute, autosave=autosave, title=title)
 
-        self.grid.observe(self._on_grid_layer, "layer")
-        self.grid.observe(self._on_grid_active, "active")
-        self.card.observe(self._on_card_unit, "unit")
-        self.card.on_annotate(lambda *_: self.grid.refresh_annotations(force=True))
-        if self.histogram is not None:
-            self.histogram.on_select(self._on_histogram_range)
-
-    @property
-    def index(self):
-        """The :class:`~nsi_widgets.results.NeuronIndex` shown."""
-        return self._idx
-
-    @property
-    def store(self):
-        """The shared annotation store (or None)."""
-        return self._store
-
-    @property
-    def layer(self) -> str:
-        """The layer shown (set it to switch every view)."""
-        return self.grid.layer
-
-    @layer.setter
-    def layer(self, value: str) -> None:
-        self.grid.layer = value
-
-    # -- links -------------------------------------------------------------------------------------
-    def _on_histogram_range(self, rng, _units) -> None:
-        if self._score not in self.grid.score_names:
-            return
-        self.grid.set_filter(self._score, *(rng if rng is not None else (None, None)))
-
-    def _on_grid_layer(self, change) -> None:
-        layer = change["new"]
-        first = self.grid.order[0] if self.grid.order else 0
-        self.card.show(layer, first)
-        self.class_chart.show(layer, None)
-        # the histogram range applies to every layer: re-apply it to the new one
-        if self.histogram is not None and self.histogram.selected_range is not None:
-            self._on_histogram_range(self.histogram.selected_range, None)
-
-    def _on_grid_active(self, change) -> None:
-        unit = change["new"]
-        if unit is None:
-            return
-        self.card.show(self.grid.layer, unit)
-        self.class_chart.show(self.grid.layer, unit)
-
-    def _on_card_unit(self, change) -> None:
-        # the card's own previous/next buttons move the grid's cursor too
-        if self.card.layer == self.grid.layer and self.grid.active != change["new"]:
-            self.grid.active = change["new"]
+    def __repr__(self) -> str:
+        return (f"Explorer(layer={self.layer!r}, unit={self.unit}, shown={len(self.order)}, "
+                f"sort_by={self.sort_by!r}, filters={self.filters}, selection={self.selection})")

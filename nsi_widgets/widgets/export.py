@@ -4,17 +4,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
-from . import _data
+from . import _data, _wire
 from ._model import CSS, ESM
-from .card import card_payload
-from .charts import PALETTE, chart_payload
-from ..core.storage import default_file_mode
+from ..core.storage import atomic_write
 
 #: sequences that would end or confuse an inline <script> element
 _UNSAFE_IN_SCRIPT = re.compile(r"</script|<!--|<script", re.IGNORECASE)
@@ -52,7 +48,7 @@ bundle.mountStatic(document.getElementById("nsi-app"), state);
 
 def _json_for_script(value) -> str:
     """JSON safe inside a <script> element: ``<``, ``>`` and ``&`` become ``\\u`` escapes."""
-    text = json.dumps(_data.jsonable(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(_wire.embed(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -64,83 +60,58 @@ def _read_bundle() -> tuple[str, str]:
     return ESM.read_text(encoding="utf-8"), CSS.read_text(encoding="utf-8")
 
 
-def build_state(idx, store=None, *, layer: str | None = None, grid_state: dict | None = None,
-                crops: bool | None = None, histogram_score: str = "color_selectivity",
-                title: str = "") -> dict:
-    """The document the static page mounts: grid, card, chart and histogram data for every layer.
+def page_document(idx_or_explorer, annotations=None, *, title: str | None = None, crops: bool | None = None,
+                  layer: str | None = None) -> dict:
+    """The document the exported page mounts (js/src/static.js): the Explorer's traits as they are
+    now and, per unit, its card views' payloads (the page has no kernel to ask)."""
+    from ._linked import LinkedWidget
+    from .explorer import Explorer
 
-    Every (layer, unit) gets its card and chart payload so the page needs no kernel; ``crops``
-    (default: only when the index has at most 2,048 units) decides whether card mosaics are kept.
-    """
-    layer = _data.check_layer(idx, layer)
+    state: dict = {}
+    if isinstance(idx_or_explorer, LinkedWidget):
+        source = idx_or_explorer
+        idx = source.index
+        store = _data.open_store(annotations, idx) if annotations is not None else source.store
+        title = title if title is not None else source.info.get("title")
+        state = dict(sort_by=source.sort_by, descending=source.descending, filters=dict(source.filters),
+                     show=source.show_units, search=source.search, unlabelled_only=source.unlabelled_only)
+        if store is source.store and store is not None:
+            state["author"] = source.author
+        if layer is None or layer == source.layer:
+            state.update(layer=source.layer, unit=source.unit)
+        else:
+            state["layer"] = layer
+    else:
+        idx = idx_or_explorer
+        if not (hasattr(idx, "layers") and hasattr(idx, "__getitem__")):
+            raise _data.WidgetArgumentError(
+                f"export_html needs a NeuronIndex or an Explorer, got {type(idx).__name__}")
+        store = _data.open_store(annotations, idx)
+        state["layer"] = layer
     if crops is None:
         crops = idx.n_units <= 2048
-    grid_state = dict(grid_state or {})
-    sort_by = grid_state.pop("sort_by", "color_selectivity")
-    grid_table, card_table, chart_table = {}, {}, {}
-    for name in idx.layers:
-        L = idx[name]
-        payload = _data.grid_layer_payload(L)
-        payload["annotation_table"] = _data.layer_annotations(store, name)
-        grid_table[name] = payload
-        for unit in range(L.n_units):
-            card = card_payload(idx, name, unit, n_crops=8 if crops else 0, crop_px=48, nf_px=96)
-            card["annotation"] = _data.annotation_dict(store.get(name, unit), full=True) if store else {}
-            card_table[f"{name}\u0000{unit}"] = card
-            chart_table[f"{name}\u0000{unit}"] = {"data": chart_payload(idx, name, unit)}
-        chart_table[f"{name}\u0000"] = {"data": chart_payload(idx, name, None)}
-    names = grid_table[layer]["score_names"]
-    if sort_by not in _data.sort_keys(names):
-        sort_by = _data.SORT_UNIT
-    grid = {"layers": list(idx.layers), "layer": layer, "sort_by": sort_by, "descending": True,
-            "filters": {}, "show": "all", "search": "", "selected": [], "active": None,
-            "cell_size": 64, "height": 460}
-    grid.update({k: v for k, v in grid_state.items() if k in grid})
-    grid["filters"] = _data.normalize_filters(grid["filters"], names)
-    texts = {int(u): _data.annotation_text(a) for u, a in grid_table[layer]["annotation_table"].items()}
-    order = _data.display_order(_data.layer_scores(idx[layer]), idx[layer].dead, sort_by,
-                                grid["descending"], grid["filters"], grid["show"], grid["search"], texts)
-    first = int(order[0]) if len(order) else 0
-    grid["active"] = first
-    histogram = None
-    with_score = [n for n in idx.layers if histogram_score in idx[n].scores]
-    if with_score:
-        import numpy as np
-
-        values = {n: np.asarray(idx[n].scores[histogram_score], dtype=np.float64) for n in with_score}
-        alive = {n: ~np.asarray(idx[n].dead, dtype=bool) for n in with_score}
-        edges = _data.shared_edges([values[n][alive[n]] for n in with_score], 20)
-        histogram = {"score": histogram_score, "edges": [float(e) for e in edges], "series": [
-            {"name": n, "color": PALETTE[k % len(PALETTE)],
-             "counts": _data.histogram(values[n][alive[n]], edges),
-             "n_alive": int(np.isfinite(values[n][alive[n]]).sum()), "n_dead": int((~alive[n]).sum())}
-            for k, n in enumerate(with_score)]}
-    meta = {k: v for k, v in (idx.meta or {}).items() if isinstance(v, (str, int, float, bool))}
-    return {
-        "version": 1, "kind": "explorer", "title": title, "meta": meta,
-        "grid": {"state": grid, "keyed": {"traits": ["layer"], "table": grid_table}},
-        "card": {"state": {"layers": list(idx.layers), "layer": layer, "unit": first, "editable": False,
-                           "show_classes": False,
-                           "author": "", "readonly_note": "static export: annotations are read-only"},
-                 "keyed": {"traits": ["layer", "unit"], "table": card_table}},
-        "chart": {"state": {"layers": list(idx.layers), "layer": layer, "unit": first},
-                  "keyed": {"traits": ["layer", "unit"], "table": chart_table}},
-        "histogram": histogram,
-    }
+    page = Explorer(idx, store, title=title, **state)
+    try:
+        doc = page.page_document(units=True, n_crops=8 if crops else 0, crop_px=48, nf_px=96)
+    finally:
+        page.close()
+    return doc
 
 
 def export_html(idx_or_explorer, path, annotations=None, *, title: str | None = None,
                 crops: bool | None = None, layer: str | None = None) -> Path:
-    """Write one standalone HTML file that shows the index like the Explorer, offline.
+    """Write one standalone HTML file that shows the index in the Explorer, offline.
 
-    The widget bundle, its CSS and all data (thumbnails as base64 PNG) are inlined; the page
-    loads nothing from the network and runs from disk (``file://``). Annotations are shown
-    read-only. Sorting, filtering, selection and the linked card work without a kernel.
+    The page mounts the same front end as the live Explorer on data embedded in the page (the
+    bundle, its CSS, thumbnails and every unit's card payload inlined), so the same clicks give
+    the same views; it loads nothing from the network and runs from disk (``file://``).
+    Annotations are shown read-only. Sorting, filtering, selection, the histograms and the
+    linked card work without a kernel.
 
     Parameters
     ----------
     idx_or_explorer : NeuronIndex or Explorer
-        An Explorer's current layer, sort order and filters carry over.
+        An Explorer's current layer, unit, sort order, filters and author carry over.
     path : str or path-like
         Output file (``.html``); written atomically.
     annotations : AnnotationStore or path, optional
@@ -157,43 +128,16 @@ def export_html(idx_or_explorer, path, annotations=None, *, title: str | None = 
     pathlib.Path
         The file written.
     """
-    from .explorer import Explorer
-
-    grid_state = None
-    if isinstance(idx_or_explorer, Explorer):
-        explorer = idx_or_explorer
-        idx = explorer.index
-        store = _data.open_store(annotations, idx) if annotations is not None else explorer.store
-        g = explorer.grid
-        grid_state = {"sort_by": g.sort_by, "descending": g.descending, "filters": dict(g.filters),
-                      "show": g.show, "search": g.search, "cell_size": g.cell_size}
-        layer = layer or g.layer
-    else:
-        idx = idx_or_explorer
-        if not (hasattr(idx, "layers") and hasattr(idx, "__getitem__")):
-            raise _data.WidgetArgumentError(
-                f"export_html needs a NeuronIndex or an Explorer, got {type(idx).__name__}")
-        store = _data.open_store(annotations, idx)
+    doc = page_document(idx_or_explorer, annotations, title=title, crops=crops, layer=layer)
+    title = doc["state"]["info"]["title"]
     bundle, css = _read_bundle()
-    title = title if title is not None else f"Neuron explorer: {idx.meta.get('model_name', 'model')}"
-    state = build_state(idx, store, layer=layer, grid_state=grid_state, crops=crops, title=title)
     encoding = "plain"
     if _UNSAFE_IN_SCRIPT.search(bundle):
         # never let the bundle's text end the <script> element early
         bundle, encoding = base64.b64encode(bundle.encode("utf-8")).decode("ascii"), "base64"
     page = _PAGE.format(title=html.escape(title), css=css.replace("</", "<\\/"),
-                        state=_json_for_script(state), bundle=bundle, encoding=encoding)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, default_file_mode())  # not mkstemp's 0600: the page is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                        state=_json_for_script(doc), bundle=bundle, encoding=encoding)
+    path = atomic_write(Path(path), lambda f: f.write(page.encode("utf-8")), what="report page")
     size = path.stat().st_size
     if size > 100 * 2**20:
         warnings.warn(f"{path} is {size / 2**20:.0f} MB; pass crops=False for a smaller file",

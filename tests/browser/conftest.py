@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,22 +76,23 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def jupyter_lab(tmp_path_factory, chromium_path):
-    """Start JupyterLab on 127.0.0.1 with its own config/runtime/settings dirs; yield (base_url, root)."""
-    tmp = tmp_path_factory.mktemp("jlab")
+@contextmanager
+def lab_server(tmp: Path):
+    """Start JupyterLab on 127.0.0.1 with its own config/runtime/settings dirs under ``tmp``;
+    yield ``(base_url, root_dir)``; stop it (and its kernels) at the end. Also used by
+    benchmarks/bench_widgets.py."""
     root = tmp / "root"
-    root.mkdir()
+    root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
                 "JUPYTERLAB_WORKSPACES_DIR", "IPYTHONDIR"):
         env[var] = str(tmp / var.lower())
     env["JUPYTER_PLATFORM_DIRS"] = "1"
-    # kernels import the working tree's nsi_widgets even when it is not installed
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # kernels import the working tree's nsi_widgets (and the tests' helpers) even when not installed
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(TESTS_DIR), env.get("PYTHONPATH")]))
     env.setdefault("OMP_NUM_THREADS", "1")
     notif = tmp / "jupyterlab_settings_dir" / "@jupyterlab" / "apputils-extension"
-    notif.mkdir(parents=True)
+    notif.mkdir(parents=True, exist_ok=True)
     (notif / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
     theme = os.environ.get("NSI_LAB_THEME")  # e.g. "JupyterLab Dark", to look at the dark theme
     if theme:
@@ -129,6 +131,13 @@ def jupyter_lab(tmp_path_factory, chromium_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def jupyter_lab(tmp_path_factory, chromium_path):
+    """A JupyterLab for the whole session: (base_url, root_dir)."""
+    with lab_server(tmp_path_factory.mktemp("jlab")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
