@@ -91,20 +91,36 @@ class Probe:
     thresholds: np.ndarray | None = None
 
     def masks(self, output: torch.Tensor, upsampler) -> torch.Tensor:
-        """``p > 0.5`` of every concept at the mask resolution: ``(B, C, h, w) -> (B, K, Hm, Wm)`` bool."""
+        """``p > 0.5`` of every concept at the mask resolution: ``(B, C, h, w) -> (B, K, Hm, Wm)`` bool.
+
+        The upsampling is the aligned bilinear one of :mod:`.upsample` written as two interpolation
+        matrices (two weights per row, the same ``a (1 - f) + b f``), applied by matrix products.
+        """
         maps = output.detach().to(torch.float64)
         if self.thresholds is not None:
             maps = (maps > torch.as_tensor(self.thresholds, device=maps.device)[None, :, None, None]).to(torch.float64)
         weights = torch.as_tensor(self.weights, dtype=torch.float64, device=maps.device)
-        bias = torch.as_tensor(self.bias, dtype=torch.float64)
+        bias = torch.as_tensor(self.bias, dtype=torch.float64, device=maps.device)
+        rows, cols = (m.to(maps.device) for m in interpolation_matrices(upsampler, maps.shape[2:]))
         b, k = maps.shape[0], weights.shape[0]
-        per = max(1, _CHUNK // max(1, k * len(upsampler.axes[0][0]) * len(upsampler.axes[1][0])))
+        per = max(1, _CHUNK // max(1, k * rows.shape[0] * cols.shape[0]))
         out = []
         for start in range(0, b, per):
             z = torch.einsum("bchw,kc->bkhw", maps[start:start + per], weights)
-            up = upsampler(z.reshape(-1, *z.shape[2:])).cpu()
-            out.append(up.reshape(z.shape[0], k, *up.shape[1:]) + bias[None, :, None, None] > 0)
+            up = rows @ z @ cols.T                                        # (b, K, Hm, Wm)
+            out.append((up + bias[None, :, None, None] > 0).cpu())
         return torch.cat(out)
+
+
+def interpolation_matrices(upsampler, map_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows (Hm, h), cols (Wm, w))`` float64: ``up(z) = rows @ z @ cols'`` for an :class:`.AlignedUpsampler`."""
+    out = []
+    for (lo, hi, f), length in zip(upsampler.axes, map_size):
+        matrix = np.zeros((len(lo), int(length)))
+        np.add.at(matrix, (np.arange(len(lo)), lo), 1.0 - f)
+        np.add.at(matrix, (np.arange(len(lo)), hi), f)
+        out.append(torch.from_numpy(matrix))
+    return out[0], out[1]
 
 
 def fit_net2vec(model: nn.Module, data, modules: dict[str, nn.Module], concepts: ConceptSet,
