@@ -1,6 +1,6 @@
 """Cost of comparing every conv layer of two models (layer similarity, docs/methods.md section 8).
 
-    python benchmarks/bench_similarity.py [--images 1024] [--repeats 3] [--memory-images 512]
+    python benchmarks/bench_similarity.py [--images 1024] [--repeats 5] [--memory-images 512]
 
 1. *Time*: ``nsi.layer_similarity(A, data, conv layers of A, B, conv layers of B, method="cka")``
    (minibatch CKA: both models run once per batch, all their conv layers recorded in the same pass)
@@ -133,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1024, help="images of the time measurement")
     parser.add_argument("--memory-images", type=int, default=512, help="N of the memory measurement (and 4 N)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
