@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -95,6 +96,19 @@ def data_check(data) -> DataCheck:
         concepts = describe(data)
         return DataCheck(image_shape=(3, *concepts.image_size), split=concepts.split)
     return DataCheck()
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module):
+    """Run ``models`` in eval mode; each module's train/eval flag is restored afterwards."""
+    modes = [(m, m.training) for model in models for m in model.modules()]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
 
 
 def model_device(model: nn.Module, device) -> torch.device:

@@ -38,7 +38,7 @@ from ..core.passes import Batch, Consumer, run_pass
 from .activations import ModelPair, check_features, feature_size, features_of
 from .cka import BiasedCKAWarning, MinibatchCKA
 from .data import describe
-from .plan import RunOptions, checkpoint_for, data_check, model_device, output_shapes
+from .plan import RunOptions, checkpoint_for, data_check, eval_mode, model_device, output_shapes
 from .similarity_results import MEASURES, LayerSimilarity
 from .vectors import _method_options, fit_vectors
 
@@ -144,18 +144,11 @@ def layer_similarity(model_a: nn.Module, data, layers_a, model_b: nn.Module | No
         raise InputError("preprocess_b must be a callable, None or 'same'")
     joint = _joint(model_a, layers_a, model_b, layers_b, preprocess, preprocess_b)
     device = model_device(model_a, device)
-    models = [side[1] for side in joint.sides]
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
+    with eval_mode(*[side[1] for side in joint.sides]):
         if method == "cka":
             return _cka(joint, data, features, debiased, run, device)
         return _concepts(joint, data, method, _method_options(method, options),
                          _DEFAULT_FLOOR[method] if quality_floor is None else float(quality_floor), run, device)
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
 
 
 def _display(joint: _Joint, names: list[str]) -> list[str]:

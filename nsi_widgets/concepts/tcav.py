@@ -42,7 +42,8 @@ from ..core.passes import Batch, Consumer, run_pass
 from .activations import ActivationCollector, check_budget, check_features, feature_size, features_of
 from .classifier import accuracy, fit_linear, stratified_split
 from .data import describe
-from .plan import RunOptions, check_int, check_number, checkpoint_for, data_check, model_device, output_shapes
+from .plan import (RunOptions, check_int, check_number, checkpoint_for, data_check, eval_mode, model_device,
+                   output_shapes)
 from .stats import ttest_ind
 from .tcav_results import TCAVResult
 from .vector_results import ConceptVectors
@@ -243,12 +244,9 @@ def tcav(model: nn.Module, layer, concept, target_class=None, *, data, concept_d
     """
     options = CAVOptions(features, alpha, 0.33, n_images, min_fraction)
     options.check()
-    n_random_runs = n_runs if n_random_runs is None else n_random_runs
-    check_int("n_runs", n_runs, 2)
-    check_int("n_random_runs", n_random_runs, 2)
-    check_int("max_target_images", max_target_images)
-    check_number("accuracy_floor", accuracy_floor, 0, 1)
-    check_number("significance", significance, 0, 1)
+    protocol = _Protocol(n_runs, n_runs if n_random_runs is None else n_random_runs, max_target_images,
+                         accuracy_floor, significance, equal_var)
+    protocol.check()
     run = RunOptions(preprocess, batch_size, device, progress, checkpoint, 50, num_workers, 0.25, seed)
     run.check()
     if not isinstance(model, nn.Module):
@@ -256,47 +254,89 @@ def tcav(model: nn.Module, layer, concept, target_class=None, *, data, concept_d
     modules = resolve_layers(model, layer)
     if len(modules) != 1:
         raise InputError("tcav() takes one layer")
-    name, module = next(iter(modules.items()))
-    device = model_device(model, device)
-    rng = np.random.default_rng(seed)
     classes, class_names = _target_classes(data, target_class)
-    was_training = model.training
-    model.eval()
-    try:
-        sources = _Sources(concept, concept_data, random_data, data)
-        key = {"layer": name, "concept": sources.concept_name, "classes": [int(c) for c in classes],
-               "n_runs": n_runs, "n_random_runs": n_random_runs, "max_target_images": max_target_images,
-               **options.key()}
-        ckpt = checkpoint_for(run, "tcav", [model], [name], data, None, key)
-        positives = sources.positives(run, device, options, ckpt)
-        draws = _draw_sets(positives, sources, n_runs, n_random_runs, n_images, rng)
-        shape = output_shapes(model, modules, data, preprocess, device)[name]
-        size = feature_size(shape, features)
-        features_of_items = sources.collect(model, modules, draws, size, options, run, device, ckpt)
-        targets, target_labels = _target_items(data, classes, max_target_images, rng)
-        check_budget(len(targets), {name: size}, run.max_feature_bytes, "tcav's gradients")
-        gradients = LogitGradients(model, module, targets, target_labels, size, features, preprocess, device)
-        run_pass("tcav: gradients", model, data, {}, [gradients], run.passes(device, DataCheck()),
-                 indices=np.sort(targets), checkpoint=ckpt)
-    finally:
-        model.train(was_training)
-    g = gradients.values
-    concept_runs = [fit_cav(features_of_items("concept", p), features_of_items("random", q), options, seed + r)
-                    for r, (p, q) in enumerate(draws["concept"])]
-    random_runs = [fit_cav(features_of_items("random", p), features_of_items("random", q), options, seed + 1000 + r)
-                   for r, (p, q) in enumerate(draws["random"])]
-    by_class = [np.flatnonzero(target_labels == c) for c in classes]
-    scores = np.array([[_score(g[rows], cav) for cav in concept_runs] for rows in by_class])
-    random_scores = np.array([[_score(g[rows], cav) for cav in random_runs] for rows in by_class])
-    tests = [ttest_ind(s, r, equal_var=equal_var) for s, r in zip(scores, random_scores)]
-    return TCAVResult(name, sources.concept_name, np.asarray(classes, np.int64), scores, random_scores,
+    sources = _Sources(concept, concept_data, random_data, data)
+    with eval_mode(model):
+        gathered = _gather(model, modules, sources, data, classes, options, protocol, run,
+                           model_device(model, device))
+    result = _test(gathered, classes, options, protocol, seed)
+    result.class_names = class_names
+    result.single = not isinstance(target_class, (list, tuple)) and target_class is not None
+    return result
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    """TCAV's runs and test (see :func:`tcav`)."""
+
+    n_runs: int
+    n_random_runs: int
+    max_target_images: int
+    accuracy_floor: float
+    significance: float
+    equal_var: bool
+
+    def check(self) -> None:
+        check_int("n_runs", self.n_runs, 2)
+        check_int("n_random_runs", self.n_random_runs, 2)
+        check_int("max_target_images", self.max_target_images)
+        check_number("accuracy_floor", self.accuracy_floor, 0, 1)
+        check_number("significance", self.significance, 0, 1)
+
+    def key(self) -> dict:
+        return {"n_runs": self.n_runs, "n_random_runs": self.n_random_runs,
+                "max_target_images": self.max_target_images}
+
+
+@dataclass
+class _Gathered:
+    """What the passes collected: the layer, the draws, their features, the target images' gradients."""
+
+    layer: str
+    concept: str
+    draws: dict
+    features: object              # lookup(side, items) -> (n, D)
+    gradients: np.ndarray         # (n_targets, D)
+    target_labels: np.ndarray
+    n_positives: int
+
+
+def _gather(model, modules, sources: "_Sources", data, classes, options: CAVOptions, protocol: _Protocol,
+            run: RunOptions, device) -> _Gathered:
+    """The passes: concept images by their masks, the drawn images' features, the targets' gradients."""
+    name, module = next(iter(modules.items()))
+    rng = np.random.default_rng(run.seed)
+    key = {"layer": name, "concept": sources.concept_name, "classes": [int(c) for c in classes], **protocol.key(),
+           **options.key()}
+    ckpt = checkpoint_for(run, "tcav", [model], [name], data, None, key)
+    positives = sources.positives(run, device, options, ckpt)
+    draws = _draw_sets(positives, sources, protocol.n_runs, protocol.n_random_runs, options.n_images, rng)
+    size = feature_size(output_shapes(model, modules, data, run.preprocess, device)[name], options.features)
+    lookup = sources.collect(model, modules, draws, size, options, run, device, ckpt)
+    targets, target_labels = _target_items(data, classes, protocol.max_target_images, rng)
+    check_budget(len(targets), {name: size}, run.max_feature_bytes, "tcav's gradients")
+    gradients = LogitGradients(model, module, targets, target_labels, size, options.features, run.preprocess, device)
+    run_pass("tcav: gradients", model, data, {}, [gradients], run.passes(device, DataCheck()),
+             indices=np.sort(targets), checkpoint=ckpt)
+    return _Gathered(name, sources.concept_name, draws, lookup, gradients.values, target_labels, int(len(positives)))
+
+
+def _test(g: _Gathered, classes, options: CAVOptions, protocol: _Protocol, seed: int) -> TCAVResult:
+    """Fit every run's CAV, score every class, and test the concept's scores against the random runs'."""
+    concept_runs = [fit_cav(g.features("concept", p), g.features("random", q), options, seed + r)
+                    for r, (p, q) in enumerate(g.draws["concept"])]
+    random_runs = [fit_cav(g.features("random", p), g.features("random", q), options, seed + 1000 + r)
+                   for r, (p, q) in enumerate(g.draws["random"])]
+    by_class = [np.flatnonzero(g.target_labels == c) for c in classes]
+    scores = np.array([[_score(g.gradients[rows], cav) for cav in concept_runs] for rows in by_class])
+    random_scores = np.array([[_score(g.gradients[rows], cav) for cav in random_runs] for rows in by_class])
+    tests = [ttest_ind(s, r, equal_var=protocol.equal_var) for s, r in zip(scores, random_scores)]
+    meta = {"n_images": options.n_images, "n_target_images": [int(len(r)) for r in by_class],
+            "n_concept_images": g.n_positives, "equal_var": bool(protocol.equal_var), "seed": seed, **options.key()}
+    return TCAVResult(g.layer, g.concept, np.asarray(classes, np.int64), scores, random_scores,
                       np.array([c.accuracy for c in concept_runs]), np.array([c.accuracy for c in random_runs]),
-                      np.array([t for t, _ in tests]), np.array([p for _, p in tests]), float(significance),
-                      float(accuracy_floor), class_names, not isinstance(target_class, (list, tuple)) and
-                      target_class is not None,
-                      {"n_images": n_images, "n_target_images": [int(len(r)) for r in by_class],
-                       "n_concept_images": int(len(positives)), "equal_var": bool(equal_var), "seed": seed,
-                       **options.key()})
+                      np.array([t for t, _ in tests]), np.array([p for _, p in tests]), float(protocol.significance),
+                      float(protocol.accuracy_floor), meta=meta)
 
 
 def _score(gradients: np.ndarray, cav: CAV) -> float:

@@ -17,7 +17,7 @@ from ..core.errors import InputError
 from ..core.layers import resolve_layers
 from .data import ConceptSet, describe
 from .net2vec import Net2VecOptions, fit_net2vec
-from .plan import RunOptions, checkpoint_for, model_device, output_shapes, plan_layers, split_items
+from .plan import RunOptions, checkpoint_for, eval_mode, model_device, output_shapes, plan_layers, split_items
 from .tcav import CAVOptions, fit_tcav_vectors
 from .vector_results import METHODS, ConceptVectors, ConceptVectorSet
 
@@ -75,15 +75,11 @@ def concept_vectors(model: nn.Module, concept_data, layer, method: str = "net2ve
     concepts = describe(concept_data)
     modules = resolve_layers(model, layer)
     device = model_device(model, device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         check = DataCheck(image_shape=(3, *concepts.image_size), split=concepts.split)
         ckpt = checkpoint_for(run, f"concept vectors ({method})", [model], list(modules), concept_data, check,
                               {"concepts": list(concepts.concepts), **options.key()})
         results, _ = fit_vectors(model, concept_data, modules, concepts, method, options, run, device, check, ckpt)
-    finally:
-        model.train(was_training)
     if isinstance(layer, (str, nn.Module)):
         return next(iter(results.values()))
     return ConceptVectorSet(results, {"method": method, "model_name": type(model).__name__})
