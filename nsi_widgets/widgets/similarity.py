@@ -153,7 +153,8 @@ class SimilarityExplorer(W.VBox):
             self.bars.layout.yaxis.title = "agreement"
 
 
-def concept_quality_chart(models: Mapping[str, object], *, by: str = "concept", height: int = 360):
+def concept_quality_chart(models: Mapping[str, object], *, by: str = "concept",
+                          labels: tuple[str, str] = ("model A", "model B"), height: int = 360):
     """Each concept's quality through relative depth, one panel per model.
 
     Parameters
@@ -163,6 +164,8 @@ def concept_quality_chart(models: Mapping[str, object], *, by: str = "concept", 
         :class:`LayerSimilarity` of a concept method gives its two axes (``quality_a``, ``quality_b``).
     by : {"concept", "category"}
         One line per concept, or per category (its concepts' mean quality).
+    labels : (str, str)
+        Panel titles of a :class:`LayerSimilarity`'s two models.
     height : int
 
     Returns
@@ -172,7 +175,7 @@ def concept_quality_chart(models: Mapping[str, object], *, by: str = "concept", 
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    panels = _quality_panels(models)
+    panels = _quality_panels(models, labels)
     if by not in ("concept", "category"):
         raise WidgetArgumentError(f"by must be 'concept' or 'category', not {by!r}")
     figure = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, subplot_titles=[p[0] for p in panels])
@@ -195,14 +198,14 @@ def concept_quality_chart(models: Mapping[str, object], *, by: str = "concept", 
     return figure
 
 
-def _quality_panels(models) -> list[tuple]:
+def _quality_panels(models, labels) -> list[tuple]:
     if isinstance(models, LayerSimilarity):
         s = models
         if s.per_concept is None:
             raise WidgetArgumentError("a CKA similarity has no concept qualities; use 'net2vec' or 'tcav'")
-        panels = [("model A", s.layers_a, s.quality_a, s.concepts, s.categories, s.method)]
+        panels = [(labels[0], s.layers_a, s.quality_a, s.concepts, s.categories, s.method)]
         if not s.same_model:
-            panels.append(("model B", s.layers_b, s.quality_b, s.concepts, s.categories, s.method))
+            panels.append((labels[1], s.layers_b, s.quality_b, s.concepts, s.categories, s.method))
         return panels
     if not isinstance(models, Mapping) or not models:
         raise WidgetArgumentError("models must be a dict of model name -> ConceptVectorSet, or a LayerSimilarity")
