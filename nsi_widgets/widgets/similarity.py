@@ -102,6 +102,7 @@ class SimilarityExplorer(W.VBox):
     ----------
     similarity : LayerSimilarity
     relative_depth : bool
+    labels : (str, str)
         As for :func:`similarity_heatmap`.
 
     Attributes
@@ -111,12 +112,13 @@ class SimilarityExplorer(W.VBox):
         The pair shown below (set it with :meth:`select`).
     """
 
-    def __init__(self, similarity: LayerSimilarity, *, relative_depth: bool = False):
+    def __init__(self, similarity: LayerSimilarity, *, relative_depth: bool = False,
+                 labels: tuple[str, str] = ("model A", "model B")):
         import plotly.graph_objects as go
 
         self.similarity = _check(similarity)
         self._relative = bool(relative_depth)
-        self.heatmap = go.FigureWidget(similarity_heatmap(similarity, relative_depth=relative_depth))
+        self.heatmap = go.FigureWidget(similarity_heatmap(similarity, relative_depth=relative_depth, labels=labels))
         self.heatmap.data[0].on_click(self._on_click)
         self.bars = go.FigureWidget(layout={"height": 300, "margin": {"l": 60, "r": 20, "t": 50, "b": 100}})
         self.selected = None
