@@ -20,16 +20,17 @@ from .synthesis import deconvnet, gradient, guided_backprop
 from . import zoo
 
 _WIDGETS = ("NeuronGrid", "NeuronCard", "ColorSelectivityHistogram", "ClassSelectivityChart", "Explorer",
-            "export_html")
+            "export_html", "default_compute")
 _SYNTHESIS = ("visualize", "facets", "invert")  # feature visualisation (docs/methods.md section 9)
 
 
 def __getattr__(name):
     # The widgets import anywidget/plotly: load them on first use, so compute-only use stays light.
-    if name in _WIDGETS:
-        from . import widgets
+    if name in _WIDGETS or name == "widgets":
+        import importlib
 
-        return getattr(widgets, name)
+        widgets = importlib.import_module(f"{__name__}.widgets")
+        return widgets if name == "widgets" else getattr(widgets, name)
     if name in _SYNTHESIS:
         from . import synthesis
 

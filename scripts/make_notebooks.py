@@ -1583,6 +1583,15 @@ PROJECTIONS = [
     print({name: (value.shape, str(value.dtype)) for name, value in arrays.items()})
     """),
     md(r"""
+    In the Explorer, the card's top images get a toggle between the crops and their projections (grey
+    is zero), and the mean projection stands beside the Neuron Feature. `nsi.default_compute(model,
+    data)` gives the card its buttons: "Project top images" computes a unit that has none yet, in
+    the background, and attaches it (`autosave=` saves the index after each computation).
+    """),
+    code(r"""
+    nsi.Explorer(idx, layer=layer, unit=unit, compute=nsi.default_compute(model, data))
+    """),
+    md(r"""
     ## Exercises
 
     1. Project a unit of the deepest layer (`layers[1]`): how does the projection's support compare
@@ -1754,6 +1763,15 @@ SYNTHESIS = [
     idx.attach(ATTACHMENT_NAME, update)
     idx.to_pandas().query("unit == @unit")[["layer", "unit", "top_activation", "synthesis.am_activation",
                                              "synthesis.n_facets"]]
+    """),
+    md(r"""
+    The card's "synthesised" section shows that image and the facets (mean image, visualisation,
+    members: a click on a member shows it among the unit's top images). With
+    `compute=nsi.default_compute(model, data)` its "Synthesise" button computes any other unit in the
+    background, with progress, while the Explorer keeps answering.
+    """),
+    code(r"""
+    nsi.Explorer(idx, layer=deepest, unit=unit, compute=nsi.default_compute(model, data))
     """),
 ]
 

@@ -44,3 +44,37 @@ def make_cnn(seed=0, dead_unit=True):
 def make_images(n, height=20, width=24, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return [torch.rand(3, height, width, generator=generator) for _ in range(n)]
+
+
+class ColourConcepts(torch.utils.data.Dataset):
+    """Concept data over given images (items ``(image, masks)``): where a pixel is red (R > G + B),
+    green (G > R + B), bright (mean > 0.6), and the left third of the image."""
+
+    concepts = ["red", "green", "bright", "left"]
+    concept_categories = ["colour", "colour", "tone", "place"]
+
+    def __init__(self, images, mask_scale=1):
+        self.images, self.scale = images, mask_scale
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = self.images[i]
+        small = torch.nn.functional.avg_pool2d(image[None], self.scale)[0] if self.scale > 1 else image
+        r, g, b = small
+        left = torch.zeros(small.shape[1:], dtype=torch.bool)
+        left[:, : small.shape[2] // 3] = True
+        return image, torch.stack([r > g + b, g > r + b, small.mean(0) > 0.6, left])
+
+
+def plant_red_unit(model, layer="conv1", unit=0):
+    """Make ``unit`` of a 3x3 padded conv layer compute R - G - B at each pixel (a red detector:
+    positive exactly where ColourConcepts' "red" mask is)."""
+    conv = dict(model.named_modules())[layer]
+    with torch.no_grad():
+        conv.weight[unit] = 0.0
+        centre = conv.weight.shape[-1] // 2
+        conv.weight[unit, :, centre, centre] = torch.tensor([1.0, -1.0, -1.0])
+        conv.bias[unit] = 0.0
+    return model

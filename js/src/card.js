@@ -33,10 +33,11 @@ export function mountViewSlot(store, kernel, units, spec, el, { heading = true }
       body.append(h("div", { class: "nsi-muted", text: `no front end for the view ${spec.renderer}` }));
       return;
     }
-    const views = spec.has_payload ? units.get(layer, unit) : null;
+    const views = units.get(layer, unit);
     const payload = spec.has_payload ? (views ? views[spec.key] : undefined) : null;
+    const layerPayload = spec.has_layer_payload ? data.views[spec.key] : undefined;
     try {
-      cleanup = renderer.render({ el: body, store, layer, unit, data, payload, spec, info: store.data.info });
+      cleanup = renderer.render({ el: body, store, layer, unit, data, payload, layerPayload, views, spec, info: store.data.info });
     } catch (err) {
       console.error(`nsi-widgets: the view ${spec.key} failed`, err);
       body.append(h("div", { class: "nsi-muted", text: `the view ${spec.key} failed: ${err.message}` }));
@@ -55,15 +56,22 @@ export function mountViewSlot(store, kernel, units, spec, el, { heading = true }
       });
     });
   }
+  // the last progress of each unit's computation, shown again when the card comes back to the unit
+  const lastProgress = new Map();
+  const showProgress = (msg) => {
+    const pct = Number.isFinite(msg && msg.fraction) ? ` ${Math.round(100 * msg.fraction)}%` : "";
+    progress.textContent = !msg ? "" : msg.state === "done" ? "done" : msg.state === "error" ? `failed: ${msg.text}` : `${msg.text || "running"}${pct}`;
+    progress.dataset.state = msg ? msg.state : "";
+    if (button) button.disabled = !!msg && msg.state === "running";
+  };
   const offProgress = kernel.on("progress", (msg) => {
-    if (msg.view !== spec.key || msg.layer !== store.state.layer || msg.unit !== store.state.unit) return;
-    const pct = Number.isFinite(msg.fraction) ? ` ${Math.round(100 * msg.fraction)}%` : "";
-    progress.textContent = msg.state === "done" ? "done" : msg.state === "error" ? `failed: ${msg.text}` : `${msg.text || "running"}${pct}`;
-    progress.dataset.state = msg.state;
-    if (button) button.disabled = msg.state === "running";
+    if (msg.view !== spec.key) return;
+    lastProgress.set(`${msg.layer}\u0000${msg.unit}`, msg);
+    if (msg.layer === store.state.layer && msg.unit === store.state.unit) showProgress(msg);
   });
+  // a view may read the other views' payloads of the unit (ctx.views): redraw when they arrive
   const offUnits = units.onUpdate((layer, unit) => {
-    if (spec.has_payload && shown && layer === shown.layer && unit === shown.unit) render();
+    if (shown && layer === shown.layer && unit === shown.unit && (spec.has_payload || (cardView(spec.renderer) || {}).usesViews)) render();
   });
 
   return {
@@ -71,8 +79,8 @@ export function mountViewSlot(store, kernel, units, spec, el, { heading = true }
     update(changed) {
       const { layer, unit } = store.state;
       if (!shown || shown.layer !== layer || shown.unit !== unit || changed.has("layers")) {
-        progress.textContent = "";
-        if (button) button.disabled = false;
+        const last = lastProgress.get(`${layer}\u0000${unit}`);
+        showProgress(last && last.state === "running" ? last : null);
         render();
       }
     },
@@ -145,7 +153,7 @@ export function mountCard(store, kernel, units, el, { layerControl = false, focu
   unitInput.addEventListener("keydown", (e) => e.stopPropagation());
   layerSelect.addEventListener("change", () => store.propose({ layer: layerSelect.value }));
 
-  const editor = mountEditor(store, kernel, editorBox, { focusGrid });
+  const editor = mountEditor(store, kernel, editorBox, { focusGrid, units });
   // a wide card (stacked layout, full column) puts its sections side by side
   const observer = new ResizeObserver(() => { root.dataset.wide = root.clientWidth >= 520 ? "1" : "0"; });
   observer.observe(root);

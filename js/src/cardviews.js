@@ -6,7 +6,7 @@
 // for the unit; undefined while it travels), spec ({key, title, placement, compute, ...}), info }.
 // `render` is called again whenever the unit or its payload changes (into an emptied `el`).
 import { clear, decodeBitmap, fmt, h, pngBlob, prettyName, toU8 } from "./util.js";
-import { showThumb } from "./layerdata.js";
+import { columnText, showThumb } from "./layerdata.js";
 import { classBars } from "./classes.js";
 import { renderClassBars, renderSparkline } from "./bars.js";
 import { typed } from "./wire.js";
@@ -34,9 +34,19 @@ export function pngImage(bytes, props = {}) {
 
 const loading = (el, text = "loading…") => el.append(h("div", { class: "nsi-muted nsi-loading", text }));
 
+/** The payload of the first view drawn by `renderer` among the unit's views (e.g. its projections). */
+export function viewPayload(store, views, renderer) {
+  if (!views) return null;
+  for (const spec of store.data.cardViews) {
+    if (spec.renderer === renderer && views[spec.key] && !views[spec.key].missing) return views[spec.key];
+  }
+  return null;
+}
+
 // ---- summary: the Neuron Feature and the indexes ------------------------------------------------
 registerCardView("summary", {
-  render({ el, data, unit, payload }) {
+  usesViews: true, // the mean projection, when the unit has projections
+  render({ el, store, data, unit, payload, views }) {
     const cleanups = [];
     const size = (payload && payload.nf_size) || [];
     let picture;
@@ -57,7 +67,7 @@ registerCardView("summary", {
       const inUnit = name !== "top_activation" && !name.includes(".") && Number.isFinite(value) && value >= -1 && value <= 1;
       table.append(h("tr", { dataset: { score: name } },
         h("th", { text: prettyName(name), title: name }),
-        h("td", { class: "nsi-num-cell", text: fmt(value) }),
+        h("td", { class: "nsi-num-cell", text: columnText(data, name, unit) }),
         h("td", { class: "nsi-mini" }, inUnit ? h("span", { class: "nsi-mini-track" },
           h("span", { class: "nsi-mini-fill", style: { width: `${100 * Math.max(0, Math.min(1, value))}%` } })) : null)));
     }
@@ -66,9 +76,19 @@ registerCardView("summary", {
       table.append(h("tr", {}, h("th", { text: "receptive field" }),
         h("td", { class: "nsi-num-cell", colspan: "2", text: `${rf.size[0]}×${rf.size[1]} px / ${rf.stride[0]}` })));
     }
+    // the mean projection of the top images beside the Neuron Feature (projected.py)
+    const projections = viewPayload(store, views, "projections");
+    let mean = null;
+    if (projections && projections.computed && toU8(projections.mean).byteLength) {
+      const [img, done] = pngImage(projections.mean, { class: "nsi-nf nsi-pixelated nsi-mean-projection",
+        alt: "mean projection of the top images" });
+      cleanups.push(done);
+      mean = h("figure", { class: "nsi-nf-box", title: projections.colours },
+        img, h("figcaption", { class: "nsi-caption", text: `mean projection · ${prettyName(projections.method)}` }));
+    }
     el.append(h("div", { class: "nsi-summary" },
       h("figure", { class: "nsi-nf-box" }, picture, h("figcaption", { class: "nsi-caption", text: caption })),
-      h("div", { class: "nsi-card-side" }, table)));
+      mean, h("div", { class: "nsi-card-side" }, table)));
     return () => cleanups.forEach((f) => f());
   },
 });
@@ -98,7 +118,8 @@ registerCardView("classes", {
 
 // ---- top images: the top-N activation profile and the crops -------------------------------------
 registerCardView("top_images", {
-  render({ el, data, unit, payload }) {
+  usesViews: true, // the projections toggle
+  render({ el, store, data, unit, payload, views }) {
     const acts = data.unitActs(unit);
     const gray = payload && payload.gray ? typed(payload.gray) : new Float32Array(0);
     const spark = h("div", { class: "nsi-spark-box" });
@@ -106,35 +127,70 @@ registerCardView("top_images", {
     el.append(h("div", { class: "nsi-spark-row" }, spark, h("div", { class: "nsi-caption", text: legendText })));
     renderSparkline(spark, acts, gray.length === acts.length ? gray : null, { width: 240, height: 30 });
     if (!payload) { loading(el, "loading the top images…"); return null; }
-    const mosaic = h("div", { class: "nsi-mosaic" });
-    el.append(mosaic);
+    const projections = viewPayload(store, views, "projections");
     const k = payload.n_crops || 0;
     const images = payload.images || [];
     const classes = payload.classes || [];
     const [ch, cw] = payload.crop_size || [0, 0];
     const count = k || Math.min(images.length, 8);
+    // projections of the same top images (same ranks, same windows): a toggle shows them instead
+    const nProj = projections && projections.computed && projections.strip ? Math.min(projections.n || 0, count) : 0;
+    const mosaic = h("div", { class: "nsi-mosaic", dataset: { mode: nProj && store.ui.topMode === "projections" ? "projections" : "crops" } });
+    if (nProj) {
+      const toggle = h("div", { class: "nsi-toggle", role: "group", "aria-label": "Show crops or projections" },
+        ...["crops", "projections"].map((mode) => h("button", { class: "nsi-btn nsi-toggle-btn", type: "button", dataset: { mode },
+          text: mode, "aria-pressed": String(mosaic.dataset.mode === mode),
+          onclick: () => store.setUi({ topMode: mode }) })),
+        h("span", { class: "nsi-caption", text: `${prettyName(projections.method)} of the first ${nProj} · grey = 0`, title: projections.colours }));
+      el.append(toggle);
+    }
+    el.append(mosaic);
     const canvases = [];
+    const projCanvases = [];
+    const tiles = [];
     for (let i = 0; i < count; i++) {
       const canvas = h("canvas", { class: "nsi-crop", width: String(cw || 1), height: String(ch || 1) });
       canvases.push(canvas);
       const lines = [`rank ${i + 1}`, `image ${images[i] ?? "?"}`, `activation ${fmt(acts[i], 4)}`];
       if (gray.length) lines.push(`grey activation ${fmt(gray[i], 4)}`);
       if (classes[i]) lines.push(`class ${classes[i]}`);
-      mosaic.append(h("div", { class: `nsi-tile${i >= k ? " nsi-tile-nocrop" : ""}`, title: lines.join("\n") }, canvas,
+      let proj = null;
+      if (i < nProj) {
+        const [ph, pw] = projections.tile;
+        proj = h("canvas", { class: "nsi-crop nsi-projection", width: String(pw), height: String(ph) });
+        projCanvases.push(proj);
+        if (projections.images[i] !== images[i]) lines.push(`(projection of image ${projections.images[i]})`);
+      }
+      const tile = h("div", { class: `nsi-tile${i >= k ? " nsi-tile-nocrop" : ""}${proj ? " nsi-has-proj" : ""}`,
+        title: lines.join("\n"), dataset: { rank: String(i) } },
+        canvas, proj,
         h("div", { class: "nsi-crop-cap" }, h("span", { class: "nsi-crop-a", text: fmt(acts[i]) })),
-        classes[i] ? h("div", { class: "nsi-crop-class", text: classes[i] }) : null));
+        classes[i] ? h("div", { class: "nsi-crop-class", text: classes[i] }) : null);
+      tiles.push(tile);
+      mosaic.append(tile);
     }
     if (!count) mosaic.append(h("div", { class: "nsi-muted", text: "no top images stored" }));
     else if (!k) mosaic.append(h("div", { class: "nsi-muted nsi-nocrops", text: "no crops stored in this index" }));
     let live = true;
-    if (k) {
-      decodeBitmap(payload.crops).then((bm) => {
-        if (!bm) return;
-        if (live) canvases.slice(0, k).forEach((c, i) => c.getContext("2d").drawImage(bm, i * cw, 0, cw, ch, 0, 0, cw, ch));
-        bm.close();
-      }).catch((err) => console.error("nsi-widgets: could not decode the crops", err));
-    }
-    return () => { live = false; };
+    const draw = (bytes, targets, w, hh) => decodeBitmap(bytes).then((bm) => {
+      if (!bm) return;
+      if (live) targets.forEach((c, i) => c.getContext("2d").drawImage(bm, i * w, 0, w, hh, 0, 0, c.width, c.height));
+      bm.close();
+    }).catch((err) => console.error("nsi-widgets: could not decode the top images", err));
+    if (k) draw(payload.crops, canvases.slice(0, k), cw, ch);
+    if (nProj) draw(projections.strip, projCanvases, projections.tile[1], projections.tile[0]);
+    const off = store.subscribe((changed) => {
+      if (!changed.has("ui.topMode") || !nProj) return;
+      mosaic.dataset.mode = store.ui.topMode === "projections" ? "projections" : "crops";
+      for (const b of el.querySelectorAll(".nsi-toggle-btn")) b.setAttribute("aria-pressed", String(b.dataset.mode === mosaic.dataset.mode));
+    });
+    // another view (e.g. a facet's member) points at one of the top images
+    const offShow = store.on("show-top-image", ({ layer, unit: u, rank }) => {
+      if (layer !== data.name || u !== unit) return;
+      tiles.forEach((tile, i) => tile.classList.toggle("nsi-tile-marked", i === rank));
+      if (tiles[rank]) tiles[rank].scrollIntoView({ block: "nearest" });
+    });
+    return () => { live = false; off(); offShow(); };
   },
 });
 

@@ -8,7 +8,10 @@
 // Moving away from unsaved text (by any view, or from Python) asks first: save, discard or keep
 // editing. Undo takes back the unsaved text, else the last stored change; redo re-applies it.
 // Writes go to the kernel; when it is gone or silent, saving is off and the text is kept.
-import { clear, h } from "./util.js";
+// A card view's payload may carry a `suggestion` ({label, note, source, score, score_name, category},
+// e.g. a dissection's best concept): the editor offers it; accepting it saves that label with that
+// note, as any other annotation.
+import { clear, fmt, h } from "./util.js";
 import { STATUS_TEXT } from "./kernel.js";
 
 const STATE_DELAY_MS = 120;
@@ -18,7 +21,7 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 const tagsText = (tags) => (tags || []).join(", ");
 const splitTags = (text) => text.split(",").map((t) => t.trim()).filter(Boolean);
 
-export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
+export function mountEditor(store, kernel, el, { focusGrid = () => {}, units = null } = {}) {
   const label = h("input", { class: "nsi-input nsi-ann-label", type: "text", placeholder: "label (L)", "aria-label": "Label",
     spellcheck: "false", autocomplete: "off" });
   const tags = h("input", { class: "nsi-input nsi-ann-tags", type: "text", placeholder: "tags, comma separated",
@@ -36,6 +39,7 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
   const authorList = h("datalist", { id: `nsi-authors-${Math.random().toString(36).slice(2)}` });
   authorInput.setAttribute("list", authorList.id);
   const current = h("div", { class: "nsi-ann-current" });
+  const suggestBox = h("div", { class: "nsi-suggestions" });
   const guardText = h("span", { class: "nsi-guard-text" });
   const guardSave = h("button", { class: "nsi-btn nsi-btn-primary nsi-guard-save", type: "button", text: "Save and go" });
   const guardDiscard = h("button", { class: "nsi-btn nsi-guard-discard", type: "button", text: "Discard" });
@@ -51,7 +55,7 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
   const root = h("div", { class: "nsi-editor" },
     h("div", { class: "nsi-section-title nsi-ann-head" }, h("span", { text: "annotation" }),
       h("span", { class: "nsi-ann-as", text: "as" }), authorInput, authorList, hint),
-    current,
+    current, suggestBox,
     h("div", { class: "nsi-ann" }, label, tags, note,
       h("div", { class: "nsi-ann-actions" }, saveButton, undoButton, redoButton, status)),
     guard, kernelNote, history);
@@ -97,6 +101,7 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
       ? { label: annotation.label || "", tags: tagsText(annotation.tags), note: annotation.note || "" }
       : { label: "", tags: "", note: "" };
     showSaved(annotation);
+    showSuggestions();
     if (!keepFields) {
       const draft = drafts.get(keyOf());
       const shown = draft || baseline;
@@ -119,6 +124,7 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
     undoButton.disabled = !can || !(isDirty || (live && st.can_undo));
     redoButton.disabled = !can || !live || isDirty || !st.can_redo;
     root.dataset.dirty = isDirty ? "1" : "0";
+    for (const b of suggestBox.querySelectorAll(".nsi-suggest-accept")) b.disabled = !can || !live;
     if (isDirty && !status.dataset.kind) setStatus("unsaved", "dirty");
     if (!isDirty && status.dataset.kind === "dirty") setStatus("");
     const items = st.history || [];
@@ -235,6 +241,43 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
     write("redo", {}, t, store.state.author).then(() => setStatus(`redone · ${t.layer} unit ${t.unit}`, "ok"),
       (err) => setStatus(`could not redo: ${err.message}`, "error"));
   }
+
+  // ---- suggested labels (from the card views' payloads) ------------------------------------------
+  function suggestions() {
+    if (!units || target.unit === null || target.unit === undefined) return [];
+    const views = units.get(target.layer, target.unit) || {};
+    return Object.values(views).map((v) => v && v.suggestion).filter((sg) => sg && sg.label);
+  }
+
+  function showSuggestions() {
+    clear(suggestBox);
+    const annotation = store.annotation(target.unit, target.layer);
+    for (const sg of suggestions()) {
+      if (annotation && annotation.label === sg.label) continue; // already this unit's label
+      const accept = h("button", { class: "nsi-btn nsi-suggest-accept", type: "button", text: "accept",
+        title: `Save the label “${sg.label}”; its note records: ${sg.note}` });
+      accept.disabled = !editable() || !kernel.canWrite;
+      accept.addEventListener("click", () => acceptSuggestion(sg));
+      const score = Number.isFinite(sg.score) ? ` · ${sg.score_name || "score"} ${fmt(sg.score)}` : "";
+      suggestBox.append(h("div", { class: "nsi-suggestion", dataset: { source: sg.source || "" } },
+        h("span", { class: "nsi-caption", text: "suggested" }),
+        h("span", { class: "nsi-suggest-label", text: sg.label }),
+        h("span", { class: "nsi-caption", text: `${sg.category ? `(${sg.category}) ` : ""}${sg.source || ""}${score}` }),
+        accept));
+    }
+  }
+
+  function acceptSuggestion(sg) {
+    if (!editable()) return;
+    label.value = sg.label;
+    const text = note.value.replace(/\s+$/, "");
+    if (!text.includes(sg.note)) note.value = text ? `${text}\n${sg.note}` : sg.note;
+    updateControls();
+    save();
+  }
+  const offUnits = units ? units.onUpdate((layer, unit) => {
+    if (layer === target.layer && unit === target.unit) showSuggestions();
+  }) : () => {};
 
   // ---- the unsaved-change guard ---------------------------------------------------------------
   function hideGuard() {
@@ -367,6 +410,7 @@ export function mountEditor(store, kernel, el, { focusGrid = () => {} } = {}) {
       unsubscribe();
       offStatus();
       offFocus();
+      offUnits();
       clearTimeout(stateTimer);
       store.setGuard(null);
       root.remove();

@@ -3,8 +3,8 @@
 // The cell pool is keyed by display position (position p lives in pool[p % poolSize]), so a
 // scroll of one row redraws only the cells of the row that comes into view; the others keep
 // their content and their place. Thumbnails come from the layer's one decoded ImageBitmap.
-import { clear, fmt, h, prettyName, setStyle } from "./util.js";
-import { BAR_COLORS, showThumb, thumbSheet } from "./layerdata.js";
+import { clear, h, prettyName, setStyle } from "./util.js";
+import { BAR_COLORS, cellText, columnText, showThumb, thumbSheet } from "./layerdata.js";
 
 const GAP = 6; // px between cells
 const META_H = 28; // px under the thumbnail: unit id and value, label
@@ -87,7 +87,7 @@ export function mountGrid(store, el) {
     });
     const key = valueKey();
     const dead = !!layer.dead[unit];
-    valueText.textContent = dead ? "dead" : key ? fmt(layer.scores[key][unit]) : "";
+    valueText.textContent = dead ? "dead" : key ? cellText(layer, key, unit) : "";
     const annotation = store.annotation(unit);
     labelText.textContent = annotation && annotation.label ? annotation.label : "";
     cell._titled = false; // the tooltip is written when the pointer comes (see "pointerover")
@@ -229,7 +229,7 @@ export function mountGrid(store, el) {
     const unit = cell._unit;
     const annotation = store.annotation(unit);
     const lines = [`unit ${unit}${layer.dead[unit] ? " (dead)" : ""}`];
-    for (const name of layer.names) lines.push(`${prettyName(name)}: ${fmt(layer.scores[name][unit], 4)}`);
+    for (const name of layer.names) lines.push(`${prettyName(name)}: ${columnText(layer, name, unit, 4)}`);
     if (annotation && annotation.label) lines.push(`label: ${annotation.label}`);
     if (annotation && annotation.tags && annotation.tags.length) lines.push(`tags: ${annotation.tags.join(", ")}`);
     if (annotation && annotation.note) lines.push(`note: ${annotation.note}`);

@@ -1,6 +1,7 @@
 // nsi-widgets front end: one anywidget module; the model's `_views` says which views to lay out
 // (the Explorer: all of them; NeuronGrid, NeuronCard, ClassSelectivityChart: one each).
 import { mountApp } from "./app.js";
+import "./methodviews.js"; // registers the card views of other methods (dissection, synthesis, ...)
 
 function render({ model, el }) {
   return mountApp(model, el);

@@ -1,7 +1,7 @@
 // One layer's data as the front end holds it (nsi_widgets/widgets/_data.py:layer_payload),
 // decoded once per payload: typed arrays over the binary buffers, the thumbnail sheet as one
 // decoded image shared by every view.
-import { pngBlob, toU8 } from "./util.js";
+import { fmt, pngBlob, toU8 } from "./util.js";
 import { shapeOf, typed } from "./wire.js";
 
 const decoded = new WeakMap();
@@ -45,6 +45,8 @@ export function decodeLayer(raw) {
   const layer = {
     name: raw.name, n, names, scores, dead, nDead, acts, labels, topN, barNames, ranges,
     thumbs: raw.thumbs, T: raw.thumb_size || 0, cols: raw.sprite_cols || 0, rf: raw.receptive_field || {},
+    // categorical columns ({column: {names, groups}}: codes into names) and the views' layer payloads
+    columnLabels: raw.column_labels || {}, views: raw.views || {},
     unitActs: (u) => (acts && topN ? acts.subarray(u * topN, (u + 1) * topN) : new Float32Array(0)),
     unitLabels: (u) => (labels && topN ? labels.subarray(u * topN, (u + 1) * topN) : new Int16Array(0)),
     sheet: null,
@@ -89,4 +91,31 @@ export function showThumb(el, layer, u, size) {
   el.style.backgroundSize = `${layer.cols * size}px ${rows * size}px`;
   el.style.backgroundPosition = `${-(u % layer.cols) * size}px ${-Math.floor(u / layer.cols) * size}px`;
   return true;
+}
+
+/** The name a categorical column's value stands for (null when the column is numeric or the value is none). */
+export function categoryName(layer, column, value) {
+  const spec = layer && layer.columnLabels[column];
+  if (!spec || !Number.isFinite(value) || value < 0) return null;
+  return spec.names[Math.round(value)] ?? null;
+}
+
+/** A column's value as text: the name for a categorical column ("—" for none), else the number. */
+export function columnText(layer, column, unit, digits = 3) {
+  const value = layer.scores[column] ? layer.scores[column][unit] : NaN;
+  if (layer.columnLabels[column]) return categoryName(layer, column, value) ?? "—";
+  return fmt(value, digits);
+}
+
+/**
+ * What a grid cell shows for `column`: its text, followed, for a number of an attachment that has a
+ * categorical column too ("dissection.best_iou" beside "dissection.best_concept"), by that name.
+ */
+export function cellText(layer, column, unit) {
+  const text = columnText(layer, column, unit);
+  if (layer.columnLabels[column] || !column.includes(".")) return text;
+  const prefix = column.slice(0, column.lastIndexOf(".") + 1);
+  const sibling = Object.keys(layer.columnLabels).find((name) => name.startsWith(prefix));
+  const name = sibling ? categoryName(layer, sibling, layer.scores[sibling][unit]) : null;
+  return name ? `${text} ${name}` : text;
 }

@@ -2,6 +2,7 @@
 // labelling progress; below it the range filters as chips (a histogram's brush is one of them).
 import { clear, fillSelect, fmt, h, prettyName, setStyle, setText } from "./util.js";
 import { barLegend } from "./grid.js";
+import { categoryName } from "./layerdata.js";
 
 export function mountToolbar(store, el) {
   const layerSelect = h("select", { class: "nsi-select nsi-layer", title: "Layer", "aria-label": "Layer" });
@@ -23,6 +24,9 @@ export function mountToolbar(store, el) {
   const filterKey = h("select", { class: "nsi-select nsi-filter-key", "aria-label": "Filter column" });
   const filterMin = h("input", { class: "nsi-input nsi-num nsi-filter-min", type: "number", step: "any", placeholder: "min", "aria-label": "Minimum" });
   const filterMax = h("input", { class: "nsi-input nsi-num nsi-filter-max", type: "number", step: "any", placeholder: "max", "aria-label": "Maximum" });
+  // a categorical column (e.g. a dissection's best concept) is filtered by one of its names
+  const filterName = h("select", { class: "nsi-select nsi-filter-name", "aria-label": "Value" });
+  const rangeInputs = h("span", { class: "nsi-range-inputs" }, filterMin, h("span", { class: "nsi-dash", text: "–" }), filterMax);
   const filterAdd = h("button", { class: "nsi-btn nsi-filter-add", type: "button", text: "filter" });
   const chips = h("span", { class: "nsi-chips" });
   const legendBox = h("span", { class: "nsi-legend-box" });
@@ -34,8 +38,7 @@ export function mountToolbar(store, el) {
       h("label", { class: "nsi-field nsi-unlabelled-field" }, unlabelled, h("span", { text: "unlabelled only" })),
       searchInput, zoomInput, progress, countLabel),
     h("div", { class: "nsi-toolbar nsi-filterbar" },
-      h("span", { class: "nsi-field-name", text: "range" }), filterKey, filterMin, h("span", { class: "nsi-dash", text: "–" }),
-      filterMax, filterAdd, chips, legendBox));
+      h("span", { class: "nsi-field-name", text: "range" }), filterKey, rangeInputs, filterName, filterAdd, chips, legendBox));
   el.append(root);
 
   const setFilter = (key, lo, hi) => {
@@ -60,6 +63,11 @@ export function mountToolbar(store, el) {
     if (document.activeElement !== searchInput) searchInput.value = state.search || "";
     zoomInput.value = String(store.data.cellSize);
     fillSelect(filterKey, names, names.map(prettyName));
+    const spec = layer && layer.columnLabels[filterKey.value];
+    setStyle(rangeInputs, "display", spec ? "none" : "");
+    setStyle(filterName, "display", spec ? "" : "none");
+    if (spec) fillSelect(filterName, spec.names.map((_, k) => String(k)),
+      spec.names.map((name, k) => (spec.groups[k] ? `${name} (${spec.groups[k]})` : name)));
     const n = layer ? layer.n : 0;
     const nSel = state.selection.length;
     setText(countLabel, `${store.order.length} of ${n} units` + (layer && layer.nDead ? ` · ${layer.nDead} dead` : "") +
@@ -69,11 +77,13 @@ export function mountToolbar(store, el) {
     setText(progressText, `${labelled} of ${n} labelled`);
     setStyle(progressFill, "width", `${n ? (100 * labelled) / n : 0}%`);
     const signature = JSON.stringify(state.filters);
-    if (chips._nsiFilters !== signature) {
-      chips._nsiFilters = signature;
+    if (chips._nsiFilters !== signature + (layer ? layer.name : "")) {
+      chips._nsiFilters = signature + (layer ? layer.name : "");
       clear(chips);
       for (const [key, [lo, hi]] of Object.entries(state.filters)) {
-        const text = `${prettyName(key)} ${lo === null ? "−∞" : fmt(lo, 4)} – ${hi === null ? "∞" : fmt(hi, 4)}`;
+        const name = lo !== null && lo === hi ? categoryName(layer, key, lo) : null;
+        const text = name !== null ? `${prettyName(key)} = ${name}`
+          : `${prettyName(key)} ${lo === null ? "−∞" : fmt(lo, 4)} – ${hi === null ? "∞" : fmt(hi, 4)}`;
         chips.append(h("span", { class: "nsi-chip", dataset: { key } }, h("span", { text }),
           h("button", { class: "nsi-chip-x", type: "button", title: "Remove this filter", "aria-label": "Remove filter",
             text: "×", onclick: () => setFilter(key, null, null) })));
@@ -100,8 +110,15 @@ export function mountToolbar(store, el) {
     store.setUi({ zoom: store.data.cellSize });
   });
   const numberOrNull = (input) => (input.value.trim() === "" || Number.isNaN(Number(input.value)) ? null : Number(input.value));
+  filterKey.addEventListener("change", render);
   filterAdd.addEventListener("click", () => {
     if (!filterKey.value) return;
+    const layer = store.layer();
+    if (layer && layer.columnLabels[filterKey.value]) {
+      const code = Number(filterName.value);
+      if (Number.isFinite(code)) setFilter(filterKey.value, code, code);
+      return;
+    }
     let lo = numberOrNull(filterMin);
     let hi = numberOrNull(filterMax);
     if (lo !== null && hi !== null && lo > hi) [lo, hi] = [hi, lo];

@@ -236,6 +236,24 @@ def png_bytes(image: np.ndarray, compress_level: int = 6) -> bytes:
     return buf.getvalue()
 
 
+def fit_png(image: np.ndarray, max_px: int) -> bytes:
+    """One RGB image (uint8, or float in ``[0, 1]``) as PNG, scaled down so that its longer side is at
+    most ``max_px`` (box filter; never scaled up)."""
+    img = np.asarray(image)
+    img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    h, w = fit_size(img.shape[0], img.shape[1], max_px)
+    return png_bytes(to_uint8(box_resize(img[None], h, w)[0]))
+
+
+def png_strip(tiles: np.ndarray, max_px: int) -> tuple[bytes, tuple[int, int]]:
+    """``(png, (h, w))``: images ``(B, H, W, 3)`` (uint8, or float in ``[0, 1]``) side by side in one
+    PNG, each scaled down to ``(h, w)`` so that its longer side is at most ``max_px``."""
+    tiles = np.asarray(tiles)
+    tiles = tiles.astype(np.float32) / 255.0 if tiles.dtype == np.uint8 else tiles.astype(np.float32)
+    h, w = fit_size(tiles.shape[1], tiles.shape[2], max_px)
+    return png_bytes(sprite_sheet(to_uint8(box_resize(tiles, h, w)), len(tiles))), (int(h), int(w))
+
+
 def sprite_sheet(tiles: np.ndarray, columns: int) -> np.ndarray:
     """Tile ``(B, h, w, 3)`` uint8 into one ``(rows*h, columns*w, 3)`` image, row-major."""
     B, th, tw, ch = tiles.shape
@@ -258,17 +276,19 @@ def thumbnail_source(L) -> np.ndarray | None:
     return None
 
 
-def layer_columns(idx, layer: str) -> dict[str, np.ndarray]:
+def layer_columns(idx, layer: str, categorical: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Every per-unit column the grid can sort and filter by: :func:`layer_scores` and the
     per-unit columns of the index's attachments, named ``"{attachment}.{column}"`` (as in
-    ``idx.to_pandas()``), each float32 ``(C,)``."""
+    ``idx.to_pandas()``), each float32 ``(C,)``. In the ``categorical`` columns (codes into a list
+    of names) a negative code ("none") becomes NaN: it sorts last and no filter keeps it."""
     L = idx[layer]
     columns = layer_scores(L)
     for name, attachment in (getattr(idx, "attachments", None) or {}).items():
         for column in attachment.columns.get(layer, []):
             values = np.asarray(attachment.arrays[layer][column], dtype=np.float32).reshape(-1)
             if values.shape == (L.n_units,):
-                columns[f"{name}.{column}"] = values
+                key = f"{name}.{column}"
+                columns[key] = np.where(values < 0, np.float32(np.nan), values) if key in categorical else values
     return columns
 
 
@@ -299,18 +319,22 @@ def thumbnail_sheet(L, thumb_size: int = DEFAULT_THUMB) -> tuple[bytes, int, int
     return png_bytes(sprite_sheet(tiles, cols), compress_level=1), cols, tile
 
 
-def layer_payload(idx, layer: str, thumb_size: int = DEFAULT_THUMB, card_arrays: bool = True) -> dict:
+def layer_payload(idx, layer: str, thumb_size: int = DEFAULT_THUMB, card_arrays: bool = True,
+                  categories: Mapping[str, dict] | None = None, views: Mapping[str, Any] | None = None) -> dict:
     """What the front end holds of one layer (js/src/layerdata.js), arrays as :func:`_wire.array`.
 
     ``scores`` is float32 ``(len(score_names), C)``; ``dead`` uint8 ``(C,)``; ``thumbs`` the
     :func:`thumbnail_sheet`. With ``card_arrays`` also the top-N activations (float32 ``(C, N)``)
     and class labels (``(C, N)``, -1 unlabelled), from which the browser draws a unit's class
-    bars and activation profile without asking the kernel.
+    bars and activation profile without asking the kernel. ``categories`` (``column_labels``:
+    ``{column: {"names", "groups"}}`` of the categorical columns, see ``views.category_columns``)
+    and ``views`` (the card views' layer payloads, ``{view key: payload}``) travel with it.
     """
     from . import _wire
 
     L = idx[layer]
-    columns = layer_columns(idx, layer)
+    categories = dict(categories or {})
+    columns = layer_columns(idx, layer, list(categories))
     names = list(columns)
     C = L.n_units
     table = np.stack([columns[n] for n in names]) if names else np.zeros((0, C), np.float32)
@@ -328,6 +352,8 @@ def layer_payload(idx, layer: str, thumb_size: int = DEFAULT_THUMB, card_arrays:
         "thumb_size": tile,
         "sprite_cols": int(cols),
         "receptive_field": L.receptive_field.to_dict() if L.receptive_field is not None else {},
+        "column_labels": {k: v for k, v in categories.items() if k in columns},
+        "views": _wire.plain(dict(views or {})),
     }
     if card_arrays:
         n_classes = len(class_names_of(idx, L))

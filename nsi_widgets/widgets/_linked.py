@@ -184,8 +184,17 @@ class LinkedWidget(_LinkedModel):
             if unit is not None:
                 self.unit = unit
 
-    def set_filter(self, key: str, low: float | None = None, high: float | None = None) -> None:
-        """Keep units whose column ``key`` lies in ``[low, high]`` (None: open end; both None: remove)."""
+    def set_filter(self, key: str, low: float | str | None = None, high: float | None = None) -> None:
+        """Keep units whose column ``key`` lies in ``[low, high]`` (None: open end; both None: remove).
+
+        For a column of names (e.g. ``"dissection.best_concept"``) ``low`` may be one of its names:
+        ``ex.set_filter("dissection.best_concept", "red")`` keeps the units whose best concept is red.
+        """
+        if isinstance(low, str):
+            names = _views.category_columns(self._idx, self.layer).get(key, {}).get("names", [])
+            if low not in names:
+                raise _data.choice_error(f"name of column {key!r}", low, names)
+            low = high = names.index(low)
         filters = dict(self.filters)
         filters.pop(key, None)
         if low is not None or high is not None:
@@ -285,7 +294,8 @@ class LinkedWidget(_LinkedModel):
     def _columns(self, layer: str) -> tuple[dict, np.ndarray]:
         with self._lock:
             if layer not in self._columns_cache:
-                self._columns_cache[layer] = (_data.layer_columns(self._idx, layer),
+                categorical = list(_views.category_columns(self._idx, layer))
+                self._columns_cache[layer] = (_data.layer_columns(self._idx, layer, categorical),
                                               np.asarray(self._idx[layer].dead, dtype=bool))
             return self._columns_cache[layer]
 
@@ -418,7 +428,16 @@ class LinkedWidget(_LinkedModel):
         return [i for i in _views.view_instances(self._idx, self._handlers) if i.view.name not in self._hide]
 
     def _all_layer_data(self) -> dict:
-        return {name: _data.layer_payload(self._idx, name, self._options.thumb_size) for name in self._idx.layers}
+        return {name: self._layer_payload(name) for name in self._idx.layers}
+
+    def _layer_payload(self, layer: str) -> dict:
+        views = {}
+        for instance in self._instances:
+            payload = _views.instance_layer_payload(self._idx, instance, layer)
+            if payload is not None:
+                views[instance.key] = payload
+        return _data.layer_payload(self._idx, layer, self._options.thumb_size,
+                                   categories=_views.category_columns(self._idx, layer), views=views)
 
     def _tables(self, author: str) -> dict:
         if self._editor is None:
@@ -540,11 +559,15 @@ class LinkedWidget(_LinkedModel):
             raise TypeError(f"the compute handler of {request.view!r} returned {type(result).__name__}, "
                             f"not an Attachment")
         with self._lock:
+            previous = (getattr(self._idx, "attachments", None) or {}).get(request.attachment_name)
             self._idx.attach(request.attachment_name, result)
             if self._autosave is not None:
                 self._idx.save(self._autosave)
             self._instances = self._view_instances()
-            touched = [layer for layer, cols in result.columns.items() if cols]
+            # the unit's layer, and layers the result brings anew (a handler computes for one layer)
+            before = set(previous.arrays) if previous is not None else set()
+            touched = [layer for layer in self._idx.layers
+                       if layer in result.arrays and (layer == request.layer or layer not in before)]
             for layer in touched:
                 self._columns_cache.pop(layer, None)
             with self.hold_sync():
@@ -552,7 +575,7 @@ class LinkedWidget(_LinkedModel):
                 if touched:
                     data = dict(self.layer_data)
                     for layer in touched:
-                        data[layer] = _data.layer_payload(self._idx, layer, self._options.thumb_size)
+                        data[layer] = self._layer_payload(layer)
                     self.layer_data = data
         key = next((i.key for i in self._instances if (i.attachment or i.view.name) == request.attachment_name
                     and i.view.name == request.view), request.view)

@@ -15,8 +15,10 @@ class Explorer(LinkedWidget):
       filter chip's x clears it; the class histogram does the same for the layer shown; both mark
       the unit shown;
     * the card shows the unit chosen in the grid and steps through the grid's order; its views
-      (Neuron Feature, classes, top images, other methods' results) come from a registry
-      (:mod:`nsi_widgets.widgets.views`);
+      (Neuron Feature, classes, top images, other methods' results: Network Dissection's
+      concepts and picture, synthesised images and facets, projections, concept weights) come from
+      a registry (:mod:`nsi_widgets.widgets.views`); a dissection's best concept is offered as a
+      suggested label;
     * with a store, the card's editor is keyboard-first: ``L`` (or Enter in the grid) types a
       label, Enter saves and moves to the next unit, Page Down / Page Up (or Alt+Down / Alt+Up) move
       without saving, Esc leaves the box; undo, redo, history and the author are in the card, and
@@ -50,7 +52,9 @@ class Explorer(LinkedWidget):
         Initial values of the traits of the same names (``show`` sets :attr:`show_units`).
     compute : dict, optional
         ``{view name: handler}``: on-demand computations behind card views' buttons
-        (see :func:`nsi_widgets.widgets.views.register_compute`).
+        (see :func:`nsi_widgets.widgets.views.register_compute`);
+        ``nsi.default_compute(model, data, concept_data=...)`` gives those of every view of the
+        other methods (synthesised images and facets, projections, Network Dissection's pictures).
     autosave : path, optional
         Save the index there after each computation (its results live in ``idx.attachments``).
     title : str, optional

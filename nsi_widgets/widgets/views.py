@@ -47,6 +47,8 @@ class CardView:
     payload : callable or None
         ``payload(source, layer, unit) -> dict`` of JSON-able values, ``bytes`` (PNG images) and
         NumPy arrays; None when the browser draws the view from the layer data it already holds.
+        Keyword arguments it declares among ``n_crops``, ``crop_px``, ``nf_px`` (the card's sizes)
+        and ``index`` (the :class:`~nsi_widgets.index.results.NeuronIndex`) are passed to it.
     kind : str or None
         The :class:`~nsi_widgets.index.results.Attachment` kind it shows (``source`` is then
         that attachment); None: the index itself.
@@ -60,6 +62,10 @@ class CardView:
         Text of a button that runs this view's compute handler for the unit shown.
     order : int
         Position among the views (smaller first).
+    layer_payload : callable or None
+        ``layer_payload(source, layer) -> dict``: data of the whole layer (e.g. a table over all units),
+        sent once per layer with the layer's data (``ctx.layerPayload`` in JavaScript) instead of
+        once per unit.
     """
 
     name: str
@@ -70,14 +76,16 @@ class CardView:
     placement: str = "tab"
     compute_label: str | None = None
     order: int = 100
+    layer_payload: Callable[[Any, str], dict] | None = None
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str) or ":" in self.name:
             raise _data.WidgetArgumentError(f"a card view needs a name without ':', got {self.name!r}")
         if self.placement not in PLACEMENTS:
             raise _data.choice_error("placement", self.placement, PLACEMENTS)
-        if self.payload is not None and not callable(self.payload):
-            raise _data.WidgetArgumentError(f"payload of card view {self.name!r} must be callable")
+        for what in ("payload", "layer_payload"):
+            if getattr(self, what) is not None and not callable(getattr(self, what)):
+                raise _data.WidgetArgumentError(f"{what} of card view {self.name!r} must be callable")
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class ViewInstance:
             title = f"{title} · {self.attachment}"
         return {"key": self.key, "name": self.view.name, "renderer": self.view.renderer or self.view.name,
                 "title": title, "placement": self.view.placement, "has_payload": self.view.payload is not None,
-                "attachment": self.attachment,
+                "has_layer_payload": self.view.layer_payload is not None, "attachment": self.attachment,
                 "compute": self.view.compute_label if self.computable else None}
 
 
@@ -183,17 +191,68 @@ def instance_payload(idx, instance: ViewInstance, layer: str, unit: int, options
     view = instance.view
     if view.payload is None:
         return {}
-    if view.kind is None:
-        source = idx
-    else:
-        source = (getattr(idx, "attachments", None) or {}).get(instance.attachment)
-        if source is None:
-            return {"missing": True}
-    kwargs = {}
-    if options:
-        accepted = inspect.signature(view.payload).parameters
-        kwargs = {k: v for k, v in options.items() if k in accepted}
+    source = _source(idx, instance)
+    if source is None:
+        return {"missing": True}
+    accepted = inspect.signature(view.payload).parameters
+    offered = {**(options or {}), "index": idx}   # an attachment view may read the index (e.g. its crops)
+    kwargs = {k: v for k, v in offered.items() if k in accepted and k not in ("source", "layer", "unit")}
     return view.payload(source, layer, int(unit), **kwargs)
+
+
+def _source(idx, instance: ViewInstance):
+    if instance.view.kind is None:
+        return idx
+    return (getattr(idx, "attachments", None) or {}).get(instance.attachment)
+
+
+def instance_layer_payload(idx, instance: ViewInstance, layer: str) -> dict | None:
+    """The layer payload of one view (None when the view has none or its attachment is absent)."""
+    source = _source(idx, instance) if instance.view.layer_payload is not None else None
+    return None if source is None else instance.view.layer_payload(source, layer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-unit columns that hold categories (e.g. a dissection's best concept): the grid shows names
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CategoryColumn:
+    """A per-unit column of attachments of ``kind`` whose values are codes into a list of names.
+
+    ``names(attachment) -> list of str`` gives the names of codes ``0 .. len - 1``; ``groups``, if
+    given, a group name per code (e.g. the concept's category). A negative code means "none": the
+    grid shows it as a missing value (it sorts last and no range filter keeps it).
+    """
+
+    kind: str
+    column: str
+    names: Callable[[Any], list]
+    groups: Callable[[Any], list] | None = None
+
+
+_CATEGORY_COLUMNS: dict[tuple[str, str], CategoryColumn] = {}
+
+
+def register_category_column(column: CategoryColumn) -> CategoryColumn:
+    """Declare a per-unit attachment column as categorical (see :class:`CategoryColumn`)."""
+    if not isinstance(column, CategoryColumn):
+        raise _data.WidgetArgumentError(f"register_category_column takes a CategoryColumn, got {type(column).__name__}")
+    _CATEGORY_COLUMNS[(column.kind, column.column)] = column
+    return column
+
+
+def category_columns(idx, layer: str) -> dict[str, dict]:
+    """``{"{attachment}.{column}": {"names": [...], "groups": [...]}}`` of the layer's categorical columns."""
+    out = {}
+    for name, attachment in (getattr(idx, "attachments", None) or {}).items():
+        for column in attachment.columns.get(layer, []):
+            spec = _CATEGORY_COLUMNS.get((attachment.kind, column))
+            if spec is None:
+                continue
+            names = [str(n) for n in spec.names(attachment)]
+            groups = [str(g) for g in spec.groups(attachment)] if spec.groups is not None else []
+            out[f"{name}.{column}"] = {"names": names, "groups": groups if len(groups) == len(names) else []}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,9 +264,7 @@ def summary_payload(idx, layer: str, unit: int, nf_px: int = CORE_OPTIONS["nf_px
     if L.neuron_features is None:
         return {"nf": b"", "nf_size": []}
     nf = np.asarray(L.neuron_features[unit])
-    h, w = _data.fit_size(nf.shape[0], nf.shape[1], nf_px)
-    return {"nf": _data.png_bytes(_data.to_uint8(_data.box_resize(nf[None], h, w)[0])),
-            "nf_size": [int(nf.shape[0]), int(nf.shape[1])]}
+    return {"nf": _data.fit_png(nf, nf_px), "nf_size": [int(nf.shape[0]), int(nf.shape[1])]}
 
 
 def top_images_payload(idx, layer: str, unit: int, n_crops: int = CORE_OPTIONS["n_crops"],
@@ -220,11 +277,8 @@ def top_images_payload(idx, layer: str, unit: int, n_crops: int = CORE_OPTIONS["
         k = int(min(n_crops, L.top_crops.shape[1], L.top_n))
     out: dict[str, Any] = {"crops": b"", "crop_size": [], "n_crops": k}
     if k:
-        crops = np.asarray(L.top_crops[unit, :k])
-        crops = crops.astype(np.float32) / 255.0 if crops.dtype == np.uint8 else crops
-        h, w = _data.fit_size(crops.shape[1], crops.shape[2], crop_px)
-        out["crops"] = _data.png_bytes(_data.sprite_sheet(_data.to_uint8(_data.box_resize(crops, h, w)), k))
-        out["crop_size"] = [int(h), int(w)]
+        out["crops"], size = _data.png_strip(np.asarray(L.top_crops[unit, :k]), crop_px)
+        out["crop_size"] = list(size)
     shown = k if k else min(n_crops, L.top_n)  # without crops: ranks, activations and classes only
     names = _data.class_names_of(idx, L)
     out["images"] = [int(i) for i in L.top_indices[unit, :shown]]
@@ -263,8 +317,6 @@ class Panel:
         images = []
         for image, caption in self.images:
             img = np.asarray(image)
-            img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-            h, w = _data.fit_size(img.shape[0], img.shape[1], max_px)
-            images.append({"png": _data.png_bytes(_data.to_uint8(_data.box_resize(img[None], h, w)[0])),
-                           "caption": str(caption), "size": [int(img.shape[0]), int(img.shape[1])]})
+            images.append({"png": _data.fit_png(img, max_px), "caption": str(caption),
+                           "size": [int(img.shape[0]), int(img.shape[1])]})
         return {"text": str(self.text), "images": images, "rows": [list(r) for r in self.rows]}
