@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from .annotations import Annotation, AnnotationStore, merge_stores
 from .core.errors import IndexFileError, InputError, NsiError
 from .concepts import dissect, load_dissection
+from .concepts import cka, concept_vectors, layer_similarity, tcav
 from .core.fingerprint import model_fingerprint
 from .core.layers import list_layers
 from .core.receptive_field import ReceptiveField, receptive_field
@@ -42,5 +43,6 @@ __all__ = [
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
     "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "layer_statistics", "zoo",
     "deconvnet", "guided_backprop", "gradient",
-    "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection", *_WIDGETS, *_SYNTHESIS,
+    "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection",
+    "cka", "concept_vectors", "tcav", "layer_similarity", *_WIDGETS, *_SYNTHESIS,
 ]
