@@ -17,7 +17,7 @@ from .index import LayerIndex, NeuronIndex, index_neurons, load_index
 from .index.statistics import layer_statistics
 from .index.selectivity import (available_indexes, class_frequencies, class_selectivity, color_selectivity,
                                 population_code, register_index, unregister_index)
-from .synthesis import deconvnet, gradient, guided_backprop
+from .synthesis import deconvnet, gradient, guided_backprop, ppgn
 from . import zoo
 
 _WIDGETS = ("NeuronGrid", "NeuronCard", "ColorSelectivityHistogram", "ClassSelectivityChart", "Explorer",
@@ -42,7 +42,7 @@ __all__ = [
     "__version__", "index_neurons", "AnnotationStore", "Annotation", "merge_stores", "list_layers", "model_fingerprint", "receptive_field", "ReceptiveField",
     "LayerIndex", "NeuronIndex", "load_index", "register_index", "unregister_index", "available_indexes",
     "class_selectivity", "class_frequencies", "color_selectivity", "population_code", "layer_statistics", "zoo",
-    "deconvnet", "guided_backprop", "gradient",
+    "deconvnet", "guided_backprop", "gradient", "ppgn",
     "NsiError", "InputError", "IndexFileError", "dissect", "load_dissection",
     "cka", "concept_vectors", "tcav", "layer_similarity", *_WIDGETS, *_SYNTHESIS,
 ]

@@ -10,6 +10,7 @@ download, ready in a few seconds.
 >>> resnet, data = nsi.zoo.load("shapes", model="resnet")   # doctest: +SKIP
 >>> idx = nsi.index_neurons(model, data, layers=nsi.zoo.conv_layers(model))  # doctest: +SKIP
 >>> concepts = nsi.zoo.load_concepts("shapes")              # doctest: +SKIP
+>>> G = nsi.zoo.load_generator("shapes")                    # doctest: +SKIP  (generator, encoder, prior)
 
 Your own material: :class:`ImageFolderDataset` (one subfolder per class), :func:`load_factory`
 (``"module:function"`` or ``"file.py:function"`` returning a model), and, when torchvision is
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import InputError
 from .concepts import CONCEPT_CATEGORIES, CONCEPTS, ConceptDataset
 from .external import FactoryError, FactoryTypeError, load_factory, torchvision_dataset, torchvision_model
+from .generator import GeneratorPrior, LatentDenoiser, ShapesEncoder, ShapesGenerator
 from .folder import IMAGE_EXTENSIONS, BadImageError, ImageFolderDataset, ImageFolderError
 from .models import ARCHITECTURES, CONV_LAYERS, RESNET_LAYERS, ShapesCNN, ShapesResNet, conv_layers
 from .render import BACKGROUND_KINDS, SHAPE_KINDS
@@ -61,7 +64,8 @@ __all__ = [
     "TEXTURE_PARENTS", "TEXTURE_FAMILIES", "BACKGROUND_KINDS", "CONCEPTS", "CONCEPT_CATEGORIES", "class_label",
     "ImageFolderDataset", "IMAGE_EXTENSIONS", "ImageFolderError", "BadImageError", "load_factory", "FactoryError",
     "FactoryTypeError", "torchvision_model", "torchvision_dataset", "shapes_report", "load_model", "WEIGHTS_DIR",
-    "INDEX_SEED", "INDEX_SIZE", "CONCEPT_SEED", "CONCEPT_SIZE",
+    "INDEX_SEED", "INDEX_SIZE", "CONCEPT_SEED", "CONCEPT_SIZE", "load_generator", "generator_report",
+    "GeneratorPrior", "ShapesGenerator", "ShapesEncoder", "LatentDenoiser",
 ]
 
 
@@ -172,3 +176,51 @@ def shapes_report(model: str = "cnn") -> dict:
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r} of 'shapes'; available: {', '.join(MODELS)}")
     return json.loads((WEIGHTS_DIR / f"shapes_{model}.json").read_text())
+
+
+GENERATORS: dict[str, str] = {
+    "shapes": "ShapesGenerator G (latent 64 -> 64x64 RGB), ShapesEncoder E (image -> latent) and LatentDenoiser R, "
+              "trained on the default's images (docs/zoo.md, 'Generator prior')",
+}
+"""The shipped generator priors, by the name :func:`load_generator` takes."""
+
+
+def generator_report(name: str = "shapes") -> dict:
+    """The training report of a shipped generator prior (settings, held-out PSNR, seconds, SHA-256)."""
+    if name not in GENERATORS:
+        raise InputError(f"unknown generator {name!r}; available: {', '.join(GENERATORS)}")
+    return json.loads((WEIGHTS_DIR / f"{name}_generator.json").read_text())
+
+
+def load_generator(name: str = "shapes") -> GeneratorPrior:
+    """The shipped generator prior of a data set, for :func:`nsi_widgets.ppgn` (docs/methods.md section 10).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`GENERATORS` (``"shapes"``).
+
+    Returns
+    -------
+    GeneratorPrior
+        ``.generator`` (``G``: latent ``(B, 64)`` -> RGB ``(B, 3, 64, 64)`` in ``[0, 1]``), ``.encoder``
+        (``E``), ``.prior`` (``R``, the latent denoiser), all in eval mode on the CPU, with the training
+        latents' range ``.low``/``.high``, ``.mean``/``.std`` and the training ``.report``.
+
+    Raises
+    ------
+    InputError
+        For an unknown name (a ValueError; the message lists the available ones).
+    FileNotFoundError
+        If the weights file is missing from the installation.
+    """
+    from .generator import from_state_dict
+
+    if name not in GENERATORS:
+        raise InputError(f"unknown generator {name!r}; available: {', '.join(GENERATORS)}")
+    weights = WEIGHTS_DIR / f"{name}_generator.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"the shipped weights {weights} are missing; reinstall nsi-widgets or retrain them with "
+            f"`python -m nsi_widgets.zoo.train generator --out {weights}`")
+    return from_state_dict(torch.load(weights, map_location="cpu", weights_only=True), generator_report(name))

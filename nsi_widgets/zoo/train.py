@@ -5,6 +5,10 @@ Usage::
 
     python -m nsi_widgets.zoo.train --arch cnn --out nsi_widgets/zoo/weights/shapes_cnn.pt
     python -m nsi_widgets.zoo.train --arch resnet --out nsi_widgets/zoo/weights/shapes_resnet.pt
+    python -m nsi_widgets.zoo.train generator --out nsi_widgets/zoo/weights/shapes_generator.pt
+
+The last trains the generator prior (generator, encoder, latent denoiser: :func:`train_generator`,
+docs/zoo.md "Generator prior").
 
 Writes the float32 state dict (``torch.save``; load with ``torch.load(..., weights_only=True)``)
 and, next to it, a JSON file with the held-out accuracy and every training setting, so that a
@@ -191,6 +195,13 @@ def save(model: nn.Module, report: dict, out: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the report (also printed as JSON)."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["generator"]:
+        from .train_generator import main as generator_main
+
+        return generator_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m nsi_widgets.zoo.train", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=None,
                         help="where to write the state dict (.pt); a .json report is written beside it. "
@@ -211,6 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"wrote {args.out} and {meta_path}")
     print(json.dumps(report, indent=2))
     return report
+
+
+from .train_generator import train_generator  # noqa: E402,F401  (the generator prior's training)
 
 
 if __name__ == "__main__":

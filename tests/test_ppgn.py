@@ -1,0 +1,200 @@
+"""PPGN (docs/methods.md section 10): the update rule against a NumPy reference on a tiny generator, seeds,
+the models left unchanged, and bad inputs. The acceptance on the shipped generator: test_ppgn_acceptance.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nsi_widgets as nsi
+from nsi_widgets.core.errors import InputError
+
+D, HW, K = 3, 4, 5  # latent size, image side, classes
+
+
+class TinyGenerator(nn.Module):
+    """``G(h) = sigmoid(W h + b)`` as a (3, 4, 4) image."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(D, 3 * HW * HW)
+
+    def forward(self, h):
+        return torch.sigmoid(self.fc(h)).view(len(h), 3, HW, HW)
+
+
+def tiny_world(seed=0):
+    torch.manual_seed(seed)
+    generator = TinyGenerator().double().float()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * HW * HW, 6), nn.ReLU(), nn.Linear(6, K))
+    prior = nn.Linear(D, D)
+    return generator, model, prior
+
+
+def np_params(module):
+    return [p.detach().double().numpy() for p in module.parameters()]
+
+
+def reference(generator, model, prior, h0, target, *, steps, eps1, eps2, eps3, lr, noise, clip=None):
+    """The update of docs/methods.md section 10 written out in NumPy with hand-derived gradients."""
+    W, b = np_params(generator.fc)
+    V, v, A, c = np_params(model[1]) + np_params(model[3])
+    M, m = np_params(prior) if prior is not None else (None, None)
+    h = h0.astype(np.float64).copy()
+    history = []
+    for step in range(steps):
+        x = 1 / (1 + np.exp(-(h @ W.T + b)))                   # (S, 48)
+        pre = x @ V.T + v
+        hidden = np.maximum(pre, 0)
+        if target[0] == "class":
+            logits = hidden @ A.T + c
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            y = target[1]
+            history.append(np.log(p[np.arange(len(h)), y]))
+            onehot = np.eye(K)[y]
+            d_hidden = (onehot - p) @ A                         # d log p_y / d hidden
+        else:
+            u = target[1]
+            history.append(hidden[np.arange(len(h)), u])
+            d_hidden = np.eye(6)[u]
+        d_x = (d_hidden * (pre > 0)) @ V
+        grad = (d_x * x * (1 - x)) @ W
+        d = eps2 * grad + eps3 * noise[step]
+        if eps1 and prior is not None:
+            d = d + eps1 * ((h @ M.T + m) - h)
+        h = h + lr * d / np.abs(d).mean(1, keepdims=True)
+        if clip is not None:
+            h = np.clip(h, clip[0], clip[1])
+    return h, np.array(history)
+
+
+def seed_of(seed, unit, occurrence):
+    return int(np.random.SeedSequence([seed, unit, occurrence]).generate_state(1)[0])
+
+
+def streams(seed, units, steps):
+    """Each sample's start z0 (D,) and noise (steps, D), drawn as documented."""
+    z0, noise = [], []
+    for i, u in enumerate(units):
+        g = torch.Generator().manual_seed(seed_of(seed, int(u), int((np.asarray(units[:i]) == u).sum())))
+        z0.append(torch.randn(D, generator=g).numpy())
+        noise.append(torch.randn(5, D, generator=g).numpy())
+    return np.stack(z0), np.stack(noise, 1).astype(np.float64)
+
+
+@pytest.mark.parametrize("eps1,eps3,clip", [(0.7, 0.0, None), (0.0, 0.3, None), (0.5, 0.2, (-0.4, 0.6))])
+def test_class_update_equals_the_numpy_reference(eps1, eps3, clip):
+    generator, model, prior = tiny_world()
+    classes = [1, 3]
+    z0, noise = streams(7, np.repeat(classes, 2), 5)
+    s = nsi.ppgn(model, generator, classes, prior=prior, steps=5, eps1=eps1, eps2=1.3, eps3=eps3, lr=0.05, n=2,
+                 seed=7, clip=clip, latent_dim=D, init_sd=0.8, progress=False)
+    h0 = 0.8 * z0
+    if clip is not None:
+        h0 = np.clip(h0, *clip)
+    h, history = reference(generator, model, prior, h0, ("class", np.repeat(classes, 2)), steps=5, eps1=eps1,
+                           eps2=1.3, eps3=eps3, lr=0.05, noise=noise, clip=clip)
+    np.testing.assert_allclose(s.latents, h, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s.history, history, rtol=1e-4, atol=1e-5)
+    x = 1 / (1 + np.exp(-(h @ np_params(generator.fc)[0].T + np_params(generator.fc)[1])))
+    np.testing.assert_allclose(s.images, x.reshape(-1, 3, HW, HW).transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+    assert s.targets == [1, 1, 3, 3] and s.images.shape == (4, HW, HW, 3) and s.latents.shape == (4, D)
+    assert s.probabilities.shape == (4,) and np.allclose(np.log(s.probabilities), s.values, atol=1e-5)
+
+
+def test_unit_update_equals_the_numpy_reference_and_start_is_used():
+    generator, model, prior = tiny_world(1)
+    start = np.array([[0.2, -0.1, 0.3]], np.float32)
+    z0, noise = streams(0, [4], 5)
+    s = nsi.ppgn(model, generator, ("2", 4), prior=prior, steps=5, eps1=0.4, eps2=1.0, eps3=0.1, lr=0.1,
+                 start=torch.from_numpy(start), latent_dim=D, progress=False)
+    h, history = reference(generator, model, prior, start, ("unit", np.array([4])), steps=5, eps1=0.4, eps2=1.0,
+                           eps3=0.1, lr=0.1, noise=noise)
+    np.testing.assert_allclose(s.latents, h, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s.history, history, rtol=1e-4, atol=1e-5)
+    assert s.target == ("2", 4)
+
+
+def test_prior_none_equals_eps1_zero_and_seeds_reproduce():
+    generator, model, prior = tiny_world()
+    kw = dict(steps=4, eps3=0.2, latent_dim=D, progress=False)
+    a = nsi.ppgn(model, generator, 2, prior=None, **kw)
+    b = nsi.ppgn(model, generator, 2, prior=prior, eps1=0.0, **kw)
+    c = nsi.ppgn(model, generator, 2, prior=None, **kw)
+    d = nsi.ppgn(model, generator, 2, prior=None, seed=1, **kw)
+    np.testing.assert_array_equal(a.latents, b.latents)
+    np.testing.assert_array_equal(a.latents, c.latents)
+    assert not np.allclose(a.latents, d.latents)
+    # a sample does not depend on the other targets of the call
+    e = nsi.ppgn(model, generator, [0, 2], prior=None, **kw)
+    np.testing.assert_allclose(e.latents[1], a.latents[0], rtol=1e-5, atol=1e-6)
+
+
+def _state(module):
+    return ({k: v.clone() for k, v in module.state_dict().items()}, module.training,
+            [p.requires_grad for p in module.parameters()], len(module._forward_hooks),
+            [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in module.modules()])
+
+
+def _same(before, after):
+    assert before[1:] == after[1:]
+    for key, value in before[0].items():
+        assert torch.equal(value, after[0][key])
+
+
+def test_models_are_left_unchanged_even_after_an_exception():
+    generator, model, prior = tiny_world()
+    for m in (generator, model, prior):
+        m.train()
+    before = [_state(m) for m in (generator, model, prior)]
+    nsi.ppgn(model, generator, 1, prior=prior, steps=3, latent_dim=D, progress=False)
+    _same(before[0], _state(generator))
+    _same(before[1], _state(model))
+    _same(before[2], _state(prior))
+
+    calls = []
+
+    def failing(done, total):
+        calls.append(done)
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        nsi.ppgn(model, generator, 1, prior=prior, steps=3, latent_dim=D, progress=failing)
+    assert calls == [1]
+    for m, b in zip((generator, model, prior), before):
+        _same(b, _state(m))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(target=K), "outside the model's 5 classes"),
+    (dict(target=-1), "outside"),
+    (dict(target=("nope", 0)), "nope"),
+    (dict(target=("2", 6)), "outside"),
+    (dict(target=("2", "a")), "unit"),
+    (dict(target="cat"), "target must be"),
+    (dict(target=1, steps=0), "steps"),
+    (dict(target=1, n=0), "n must"),
+    (dict(target=1, eps1=-1), "eps1"),
+    (dict(target=1, eps3=float("nan")), "eps3"),
+    (dict(target=1, lr=0), "lr"),
+    (dict(target=1, objective="mean"), "objective"),
+    (dict(target=1, clip=(1.0, 0.0)), "clip"),
+    (dict(target=1, prior="yes"), "prior"),
+    (dict(target=1, start=torch.zeros(2, D)), "start"),
+])
+def test_bad_inputs_are_refused_before_any_work(kwargs, match):
+    generator, model, prior = tiny_world()
+    with pytest.raises(InputError, match=match):
+        nsi.ppgn(model, generator, latent_dim=D, progress=False, **{"prior": prior, **kwargs})
+
+
+def test_generator_must_be_a_module_with_a_known_latent_size():
+    generator, model, prior = tiny_world()
+    with pytest.raises(InputError, match="nn.Module"):
+        nsi.ppgn(model, lambda h: h, 1, progress=False)
+    with pytest.raises(InputError, match="latent_dim"):
+        nsi.ppgn(model, generator, 1, progress=False)
+    with pytest.raises(InputError, match="RGB"):
+        nsi.ppgn(model, nn.Linear(D, 4), 1, latent_dim=D, progress=False)
