@@ -1,5 +1,5 @@
 // The card's views of other methods' results (Python side: nsi_widgets/widgets/{dissection, synthesised,
-// projected, concept_vectors}.py): Network Dissection's concepts and picture, the synthesised images and
+// generated, projected, concept_vectors}.py): Network Dissection's concepts and picture, the synthesised images and
 // facets, the projections' legend, concept weights and the concept -> units tab. Text from data
 // (concept names, categories, recipes) only ever goes in as text.
 import { clear, decodeBitmap, fmt, h, prettyName, toU8 } from "./util.js";
@@ -152,6 +152,37 @@ function showPreview(preview, canvas, rank, image, activation) {
   preview.append(h("div", { class: "nsi-caption",
     text: `top image of rank ${rank + 1} · image ${image}` + (Number.isFinite(activation) ? ` · activation ${fmt(activation, 4)}` : "") }));
 }
+
+// ---- generated: PPGN samples of the unit in a generator's latent space -----------------------------------
+registerCardView("generated", {
+  render({ el, data, unit, payload, spec }) {
+    if (!payload) { waiting(el); return null; }
+    if (payload.missing || !payload.computed) {
+      muted(el, spec.compute ? "Not generated yet: the button samples images the unit wants with the generator prior (PPGN)." : "Not generated.");
+      return null;
+    }
+    let alive = true;
+    const values = payload.values ? typed(payload.values) : new Float32Array(0);
+    const top1 = data.unitActs(unit)[0];
+    const [th, tw] = payload.tile || [0, 0];
+    const canvases = [];
+    const row = h("div", { class: "nsi-generated" });
+    for (let i = 0; i < payload.n; i++) {
+      const canvas = h("canvas", { class: "nsi-generated-img nsi-pixelated", width: String(tw), height: String(th) });
+      canvases.push(canvas);
+      const beats = Number.isFinite(top1) && values[i] > top1;
+      row.append(h("figure", { class: "nsi-facet-fig", dataset: { sample: String(i) } }, canvas,
+        h("figcaption", { class: `nsi-caption${beats ? " nsi-generated-beats" : ""}`, text: `a = ${fmt(values[i])}` })));
+    }
+    drawStrip(payload.strip, canvases, [th, tw], () => alive);
+    const spark = h("div", { class: "nsi-synth-spark", title: "the objective per PPGN step (best sample)" });
+    el.append(h("div", { class: "nsi-caption",
+      text: `${payload.n} PPGN samples (generator prior)` + (Number.isFinite(top1) ? ` · top image: ${fmt(top1, 4)}` : "") }),
+    row, spark, h("div", { class: "nsi-caption", text: payload.recipe || "" }));
+    renderSparkline(spark, payload.history ? typed(payload.history) : new Float32Array(0), null, { width: 160, height: 26 });
+    return () => { alive = false; };
+  },
+});
 
 // ---- projections: how they were made and coloured (drawn in the top images and the summary) ----------------
 registerCardView("projections", {

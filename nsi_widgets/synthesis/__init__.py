@@ -8,13 +8,15 @@
 * :func:`image_statistics` -- the colour and spectrum priors from your images;
 * :func:`deconvnet`, :func:`guided_backprop`, :func:`gradient` -- projections back to pixels
   (:mod:`.projections`), :func:`top_projections` for a unit's top images;
+* :func:`learned_inversion` -- the one-shot reconstruction ``G(E(x))`` beside :func:`invert`;
 * :func:`ppgn` -- Plug & Play Generative Networks: samples in a generator's latent space (:class:`PPGNSamples`).
 """
 from .attachment import ATTACHMENT_NAME, merge
 from .facets import FacetOptions, Facets, facets
-from .figures import inversion_figure
+from .figures import gallery_figure, inversion_figure
 from .inversion import Inversion, invert
 from .on_demand import OnDemandOptions, synthesise_unit
+from .learned_inversion import learned_inversion
 from .ppgn import PPGNSamples, ppgn
 from .projections import (deconvnet, gradient, guided_backprop, make_projection_handler,
                           merge_projection_attachments, project, projection_handler, projection_to_rgb,
@@ -28,4 +30,4 @@ __all__ = ["visualize", "Visualization", "facets", "Facets", "FacetOptions", "in
            "default_statistics", "TransformSpec", "standard_transforms", "ATTACHMENT_NAME", "merge",
            "deconvnet", "guided_backprop", "gradient", "project", "projection_to_rgb", "top_projections",
            "TopProjections", "merge_projection_attachments", "make_projection_handler", "projection_handler",
-           "ppgn", "PPGNSamples"]
+           "ppgn", "PPGNSamples", "learned_inversion", "gallery_figure"]

@@ -11,7 +11,7 @@ values to the browser as binary (PNG sprite sheets, float32 arrays), never as JS
 * :func:`export_html`: the same front end in one standalone HTML file that works offline from disk.
 * :mod:`.views`: the registry of the card's views (other methods' results) and their computations;
   the views of other methods: :mod:`.dissection` (with :func:`detector_chart`), :mod:`.synthesised`,
-  :mod:`.projected`, :mod:`.concept_vectors`; :func:`default_compute` gives every on-demand view's
+  :mod:`.projected`, :mod:`.generated`, :mod:`.concept_vectors`; :func:`default_compute` gives every on-demand view's
   computation from one call (:mod:`.on_demand`).
 """
 from .card import NeuronCard
@@ -21,7 +21,7 @@ from .export import export_html
 from .grid import NeuronGrid
 from ._data import WidgetArgumentError
 from .views import CardView, CategoryColumn, Panel, register_card_view, register_category_column, register_compute
-from . import concept_vectors, dissection, projected, synthesised  # noqa: F401  (register their card views)
+from . import concept_vectors, dissection, generated, projected, synthesised  # noqa: F401  (register their card views)
 from .dissection import detector_chart
 from .on_demand import OnDemandSettings, default_compute
 

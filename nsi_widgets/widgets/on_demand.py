@@ -12,6 +12,8 @@ view            computes (for the unit shown)                                   
                 maximisation and facets)
 ``projections`` :func:`nsi_widgets.synthesis.make_projection_handler` (its top   ``"projections"``
                 images projected back to pixels), merged with the unit's layer
+``generated``   with ``generator``: :func:`nsi_widgets.ppgn` samples of the unit    ``"generated"``
+                (:func:`nsi_widgets.synthesis.generated.make_generated_handler`)
 ``dissection``  with ``concept_data``: :func:`nsi_widgets.dissect` of the layer  ``"dissection"``
                 if not dissected yet, then its NetDissect picture
                 (:func:`nsi_widgets.concepts.dissection_views.dissection_pictures`)
@@ -43,15 +45,19 @@ class OnDemandSettings:
         ``batch_size``).
     n_pictures : int
         Top images in a unit's NetDissect picture.
+    generated : dict
+        Keyword arguments of :func:`nsi_widgets.synthesis.generated.make_generated_handler` (``n``,
+        ``steps``, ``seed`` and :func:`nsi_widgets.ppgn`'s ``prior``, ``eps1``, ``lr``, ...).
     """
 
     synthesis: Any = None
     projections: dict = field(default_factory=dict)
     dissection: dict = field(default_factory=dict)
     n_pictures: int = 4
+    generated: dict = field(default_factory=dict)
 
 
-def default_compute(model, data=None, *, concept_data=None, preprocess=None, device=None,
+def default_compute(model, data=None, *, concept_data=None, generator=None, preprocess=None, device=None,
                     settings: OnDemandSettings | None = None) -> dict[str, Callable]:
     """The compute handlers of every on-demand view of the card, for ``Explorer(idx, compute=...)``.
 
@@ -63,6 +69,9 @@ def default_compute(model, data=None, *, concept_data=None, preprocess=None, dev
         The dataset the index was computed on (default: ``idx.data``, set by ``index_neurons``).
     concept_data : dataset of ``(image, masks)``, optional
         Concept data (``nsi.dissect``'s): adds the dissection view's handler.
+    generator : GeneratorPrior or nn.Module, optional
+        ``nsi.zoo.load_generator("shapes")`` or your generator (latent -> image): adds the "generated"
+        view's handler (PPGN samples of the unit).
     preprocess, device
         As for :func:`nsi_widgets.index_neurons`.
     settings : OnDemandSettings, optional
@@ -71,7 +80,8 @@ def default_compute(model, data=None, *, concept_data=None, preprocess=None, dev
     Returns
     -------
     dict
-        ``{"synthesis": ..., "projections": ..., "dissection": ...}`` (the last with ``concept_data``).
+        ``{"synthesis": ..., "projections": ..., "dissection": ..., "generated": ...}`` (dissection with
+        ``concept_data``, generated with ``generator``).
 
     Examples
     --------
@@ -87,6 +97,8 @@ def default_compute(model, data=None, *, concept_data=None, preprocess=None, dev
                 "projections": _projection_handler(model, data, preprocess, settings.projections)}
     if concept_data is not None:
         handlers["dissection"] = _dissection_handler(model, concept_data, preprocess, device, settings)
+    if generator is not None:
+        handlers["generated"] = _generated_handler(model, generator, preprocess, settings.generated)
     return handlers
 
 
@@ -113,6 +125,18 @@ def _projection_handler(model, data, preprocess, options: dict):
                          lambda done, total: request.progress(done / max(total, 1), "projections"))
         return merge_projection_attachments(request.attachment, update)
     return projections
+
+
+def _generated_handler(model, generator, preprocess, options: dict):
+    from ..synthesis.generated import make_generated_handler, merge_generated_attachments
+
+    sample = make_generated_handler(generator, **{"preprocess": preprocess, **options})
+
+    def generated(request):
+        update = sample(request.index, model, None, request.layer, request.unit,
+                        lambda done, total: request.progress(done / max(total, 1), "PPGN steps"))
+        return merge_generated_attachments(request.attachment, update)
+    return generated
 
 
 def _dissection_handler(model, concept_data, preprocess, device, settings: OnDemandSettings):
