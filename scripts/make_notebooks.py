@@ -2038,6 +2038,137 @@ PAPER = [
     """),
 ]
 
+# =============================================================================================
+# Generator priors (PPGN) and learned inversion: the three ways of synthesis side by side
+# =============================================================================================
+GENERATOR = [
+    md(r"""
+    # Three ways to synthesise what a neuron wants: pixels, facets, a generator prior
+
+    Feature visualisation optimises an image. *Where* it optimises decides what comes out:
+
+    1. **Pixel-space activation maximisation** (`nsi.visualize`): every pixel is free; hand-made priors
+       (colour decorrelation, spectrum, jitter) keep it from becoming noise. Images are exaggerated,
+       often unlike any real image.
+    2. **Facets** (`nsi.facets`): start from the mean of one group of the unit's top images, so each
+       kind of image the unit likes gets its own picture.
+    3. **A generator prior** (Plug & Play Generative Networks, Nguyen et al. 2017; `nsi.ppgn`): optimise
+       the *latent code* `h` of a generator `G` trained on real images. Each step moves `h` by
+       $\epsilon_1 (R(h) - h) + \epsilon_2 \nabla_h \log p(y \mid G(h)) + \epsilon_3\, n$:
+       a denoising autoencoder `R` on the codes pulls `h` towards codes of real images, the model's
+       gradient through `G` pulls towards the class (or unit), the noise explores. The result looks
+       like data, because `G` can only draw what it has learned.
+
+    The embedded default ships a small `G`, an encoder `E` (image -> code) and `R`, trained on its
+    images (`nsi.zoo.load_generator("shapes")`; docs/zoo.md, "Generator prior"). `G(E(x))` is also a
+    **learned inversion**: a one-shot reconstruction, next to the optimisation-based one.
+    """),
+    code(r"""
+    import numpy as np
+    import plotly.express as px
+    import torch
+
+    import nsi_widgets as nsi
+    from nsi_widgets.synthesis import FacetOptions, gallery_figure, inversion_figure, learned_inversion
+
+    torch.set_num_threads(1)
+    model, data = nsi.zoo.load("shapes", n=600)
+    gp = nsi.zoo.load_generator("shapes")
+    print(gp, "| training:", gp.report["seconds"], "s on one thread")
+    deepest = nsi.zoo.conv_layers(model)[-1]
+    idx = nsi.index_neurons(model, data, layers=[deepest], top_n=20, indexes=(), progress=False)
+    L = idx[deepest]
+    """, SHOW_IMAGES),
+    md(r"""
+    ## 1. Learned inversion beside optimisation-based inversion
+
+    `nsi.invert(model, "conv3", x)` searches for an image whose conv3 features match those of `x`
+    (hundreds of gradient steps per image). `learned_inversion(gp, x)` is one pass, `G(E(x))`: what
+    the generator's 64 numbers keep of the image. PSNR (dB) under each image; the feature error of
+    `G(E(x))` at conv3 tells how close it is for the model.
+    """),
+    code(r"""
+    originals = data.images([0, 1, 2, 3, 4, 5])
+    optimised = nsi.invert(model, "conv3", originals, steps=60, progress=False)
+    learned = learned_inversion(gp, originals, model=model, layer="conv3")
+    print(f"conv3 feature error: optimised {np.median(optimised.feature_error):.3f}, "
+          f"G(E(x)) {np.median(learned.feature_error):.3f}")
+    inversion_figure({"conv3 (optimised, 60 steps)": optimised, "G(E(x)) (one pass)": learned}, max_images=6,
+                     title="Inversion: optimised from conv3 features vs learned (generator and encoder)")
+    """),
+    md(r"""
+    ## 2. One unit, three ways
+
+    A unit of the deepest layer: its top image, its pixel-space visualisation, the visualisation of
+    its largest facet, and PPGN samples. The number under each image is the unit's activation (its
+    map maximum for PPGN, the map centre for the others); the best dataset image's is in the title.
+    """),
+    code(r"""
+    unit = int(np.flatnonzero(~L.dead)[3])
+    pixel = nsi.visualize(model, deepest, [unit], steps=48, decorrelate=data, progress=False)
+    facet = nsi.facets(model, data, idx, deepest, unit, k=2, options=FacetOptions(steps=24), progress=False)
+    samples = nsi.ppgn(model, gp, (deepest, unit), n=3, steps=60, progress=False)
+    top = data[int(L.top_indices[unit, 0])][0].permute(1, 2, 0).numpy()
+    images = [top, pixel.images[0], facet.images[0], *samples.images]
+    titles = [f"top image {L.top_activations[unit, 0]:.1f}", f"pixel AM {pixel.activations[0]:.1f}",
+              f"facet 1 {facet.activations[0]:.1f}"] + [f"PPGN {a:.1f}" for a in samples.values]
+    show_images(images, titles, height=220)
+    """),
+    md(r"""
+    ## 3. A class gallery
+
+    The condition can be a class: `nsi.ppgn(model, gp, target=c)` with $\log p(c \mid G(h))$ as the
+    condition. One sample for each of eight classes, in one batch. The second shipped model
+    (`resnet`, trained independently) reads each sample: a sample that only fools the condition model
+    would not convince it.
+    """),
+    code(r"""
+    classes = list(range(3, 240, 30))
+    gallery = nsi.ppgn(model, gp, classes, steps=60, progress=False)
+    resnet = nsi.zoo.load_model("resnet")
+    with torch.no_grad():
+        read = resnet(torch.from_numpy(gallery.images).permute(0, 3, 1, 2)).argmax(1).numpy()
+    labels = [f"{data.classes[c]}<br>resnet: {'yes' if r == c else data.classes[r]}" for c, r in zip(classes, read)]
+    print(f"the second model agrees for {np.mean(read == classes):.0%}")
+    gallery_figure(gallery.images, labels, columns=4, tile=150, title="PPGN samples of eight classes")
+    """),
+    code(r"""
+    px.line(gallery.history, labels={"index": "step", "value": "log p(class | G(h))", "variable": "sample"},
+            title="The condition during sampling").update_layout(height=280)
+    """),
+    md(r"""
+    ## 4. What the prior does
+
+    With $\epsilon_1 = 0$ the prior term is off (DGN-AM, the method PPGN extends). The codes then drift
+    away from those of real images: $\|R(h) - h\|$, how far the denoiser would move them, grows.
+    """),
+    code(r"""
+    def prior_gap(latents):
+        h = torch.from_numpy(latents)
+        with torch.no_grad():
+            return float((gp.prior(h) - h).norm(dim=1).median())
+
+    without = nsi.ppgn(model, gp, classes, steps=60, eps1=0.0, progress=False)
+    print(f"median ||R(h) - h||: with the prior {prior_gap(gallery.latents):.3f}, without {prior_gap(without.latents):.3f}")
+    show_images(list(without.images[:4]) + list(gallery.images[:4]),
+                [f"eps1 = 0: {data.classes[c]}" for c in classes[:4]] + [f"prior: {data.classes[c]}" for c in classes[:4]],
+                height=380, wrap=4)
+    """),
+    md(r"""
+    ## Exercise
+
+    Sample the same class with ten times the noise (`eps3=1.0`) and with several samples (`n=4`):
+    do the samples differ more from each other? Which attribute (colour, shape, texture) varies most?
+    """),
+    code(r"""
+    # Answer
+    noisy = nsi.ppgn(model, gp, classes[0], n=4, steps=60, eps3=1.0, progress=False)
+    spread = np.std(noisy.images, axis=0).mean()
+    print(f"{data.classes[classes[0]]}: mean pixel std across 4 samples {spread:.3f}")
+    show_images(list(noisy.images), [f"sample {i}" for i in range(4)])
+    """),
+]
+
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "quickstart": QUICKSTART,
@@ -2047,6 +2178,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "own_model_and_images": OWN,
     "projections": PROJECTIONS,
     "feature_visualisation": SYNTHESIS,
+    "generator_priors": GENERATOR,
     "reproduce_the_paper": PAPER,
 }
 

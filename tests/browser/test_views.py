@@ -3,7 +3,7 @@
 One notebook page (the JupyterLab server of conftest.py) serves every test of this module, in file
 order: Network Dissection (the concept list, NetDissect's picture, the grid's concept column, the
 suggested label accepted into the store), the "synthesised" view computed while the Explorer keeps
-answering, the projections toggle, concept vectors linked to the cards, and the exported page
+answering, the projections toggle, the "generated" view's PPGN samples, concept vectors linked to the cards, and the exported page
 showing every cached result. A tiny CNN with a planted red detector (conv1 unit 0) and 40 random
 images (tests/_models.py) keep the kernel's work to seconds; small settings (few steps) throughout.
 """
@@ -37,8 +37,16 @@ weights = np.random.default_rng(5).normal(size=(idx["conv3"].n_units, len(names)
 idx.attach("net2vec", Attachment("concept_vectors", {{"concepts": names, "categories": ["colour", "colour", "texture", "shape"],
                                                      "method": "net2vec"}}, {{"conv3": {{"weights": weights}}}}))
 settings = OnDemandSettings(synthesis=OnDemandOptions(steps=8, k=2, facet_options=FacetOptions(steps=4)),
-                            projections={{"n_images": 4}}, dissection={{"quantile": 0.15, "union": "all"}}, n_pictures=3)
-compute = nsi.default_compute(model, data, concept_data=concepts, settings=settings)
+                            projections={{"n_images": 4}}, dissection={{"quantile": 0.15, "union": "all"}}, n_pictures=3,
+                            generated={{"n": 3, "steps": 5}})
+class TinyGenerator(torch.nn.Module):   # a generator for the "generated" view: latent (B, 4) -> RGB (B, 3, 20, 24)
+    latent_dim = 4
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3 * 20 * 24)
+    def forward(self, h):
+        return torch.sigmoid(self.fc(h)).view(len(h), 3, 20, 24)
+compute = nsi.default_compute(model, data, concept_data=concepts, generator=TinyGenerator(), settings=settings)
 _synthesis = compute["synthesis"]
 def held_synthesis(request):   # held for 5 s (with progress) first: the test works the Explorer meanwhile
     for step in range(50):
@@ -192,6 +200,28 @@ def test_projections_toggle_in_the_top_images(lab):
     assert lab.unexpected_console_errors() == []
 
 
+def test_generated_view_shows_the_ppgn_samples(lab):
+    page = lab.page
+    py(lab, "ex.layer = 'conv3'\nex.unit = 2\nresult = state()")
+    page.locator(f"{CARD}[data-layer='conv3'][data-unit='2']").wait_for()
+    box = view("generated")
+    page.locator(box, has_text="Not generated yet").wait_for()
+    compute(lab, "generated")
+    page.locator(f"{box} .nsi-generated-img").first.wait_for()
+    s = py(lab, "a = idx.attachments['generated'].arrays['conv3']\n"
+                "result = {'units': a['units'].tolist(), 'values': a['values'][0].tolist(), 'top1': float(idx['conv3'].top_activations[2, 0])}")
+    assert s["units"] == [2]
+    assert page.locator(f"{box} .nsi-generated-img").count() == 3
+    captions = page.locator(f"{box} .nsi-generated figcaption").all_inner_texts()
+    assert len(captions) == 3 and all(c.startswith("a = ") for c in captions)
+    # the canvases were drawn from the strip (not blank)
+    page.wait_for_function("sel => [...document.querySelectorAll(sel)].every((c) => { const d = c.getContext('2d')"
+                           ".getImageData(0, 0, c.width, c.height).data; return d.some((v, i) => i % 4 !== 3 && v > 0); })",
+                           arg=f"{box.replace(':visible', ':not(.lm-mod-hidden)')} .nsi-generated-img")
+    lab.screenshot("views-generated", page.locator(CARD))
+    assert lab.unexpected_console_errors() == []
+
+
 def test_concept_vectors_link_a_units_concepts_and_a_concepts_units(lab):
     page = lab.page
     s = py(lab, "order = np.argsort(-weights[:, 2], kind='stable')\nresult = {'units': order.tolist()}")
@@ -230,6 +260,7 @@ def test_exported_page_shows_every_cached_result(lab, lab_session):
     page.click(f"{card} .nsi-toggle-btn[data-mode='projections']")
     page.locator(f"{card} .nsi-mosaic[data-mode='projections'] .nsi-projection").first.wait_for()
     page.locator(f"{card} img.nsi-mean-projection").wait_for()
+    assert page.locator(f"{card} .nsi-view[data-view='generated'] .nsi-generated-img").count() == 3
     assert page.locator(f"{card} .nsi-view[data-view='concept_vectors:net2vec'] .nsi-concept-link").count() == 4
     static.screenshot("views-export")
     assert static.unexpected_console_errors() == []
