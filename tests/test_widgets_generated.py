@@ -18,7 +18,7 @@ from _models import ListDataset, make_cnn, make_images
 from nsi_widgets.core.errors import InputError
 from nsi_widgets.synthesis.generated import merge_generated_attachments, samples_to_attachment
 from nsi_widgets.widgets import Explorer, OnDemandSettings, default_compute, export_html
-from nsi_widgets.widgets._model import ESM
+from test_widgets_views import _bundle_built  # noqa: F401  (autouse: the front end must be built)
 
 H, W, D = 20, 24, 4
 SETTINGS = OnDemandSettings(generated={"n": 3, "steps": 5, "eps3": 0.1})
@@ -34,12 +34,6 @@ class TinyGenerator(nn.Module):
 
     def forward(self, h):
         return torch.sigmoid(self.fc(h)).view(len(h), 3, H, W)
-
-
-@pytest.fixture(autouse=True)
-def _bundle_built():
-    if not ESM.is_file():
-        pytest.fail(f"{ESM} is missing: build the front end first (cd js && npm install && npm run build)")
 
 
 @pytest.fixture(scope="module")

@@ -130,15 +130,21 @@ def load_model(model: str = "cnn") -> torch.nn.Module:
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r} of 'shapes'; available: {', '.join(MODELS)}")
-    weights = WEIGHTS_DIR / f"shapes_{model}.pt"
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"the shipped weights {weights} are missing; reinstall nsi-widgets or retrain them with "
-            f"`python -m nsi_widgets.zoo.train --arch {model} --out {weights}`")
+    weights = _shipped(f"shapes_{model}.pt", f"--arch {model}")
     report = shapes_report(model)
     network = ARCHITECTURES[model](n_classes=len(CLASSES), widths=tuple(report["widths"]))
     network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return network.eval()
+
+
+def _shipped(filename: str, train_arguments: str) -> Path:
+    """The path of a shipped weights file; FileNotFoundError naming the command that retrains it."""
+    weights = WEIGHTS_DIR / filename
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"the shipped weights {weights} are missing; reinstall nsi-widgets or retrain them with "
+            f"`python -m nsi_widgets.zoo.train {train_arguments} --out {weights}`")
+    return weights
 
 
 def load_concepts(name: str = "shapes", *, n: int = CONCEPT_SIZE, seed: int = CONCEPT_SEED) -> ConceptDataset:
@@ -218,9 +224,5 @@ def load_generator(name: str = "shapes") -> GeneratorPrior:
 
     if name not in GENERATORS:
         raise InputError(f"unknown generator {name!r}; available: {', '.join(GENERATORS)}")
-    weights = WEIGHTS_DIR / f"{name}_generator.pt"
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"the shipped weights {weights} are missing; reinstall nsi-widgets or retrain them with "
-            f"`python -m nsi_widgets.zoo.train generator --out {weights}`")
+    weights = _shipped(f"{name}_generator.pt", "generator")
     return from_state_dict(torch.load(weights, map_location="cpu", weights_only=True), generator_report(name))

@@ -8,9 +8,15 @@ Two stages, on freshly generated default images (:func:`~nsi_widgets.zoo.make_sh
 :data:`GENERATOR_TRAIN_SEED`, never used by the models or the index):
 
 1. encoder ``E`` and generator ``G`` jointly as an autoencoder: the loss is the pixel mean squared
-   error of ``G(E(x) + noise)`` plus a small perceptual term (the relative squared error of the
-   shipped ShapesCNN's ``conv3`` features) and a small penalty on ``mean(h^2)``; the latent noise
-   (``latent_noise``) makes ``G`` smooth around the codes of real images, where PPGN walks;
+   error of ``x_hat = G(E(x) + noise)`` plus perceptual terms from the shipped ShapesCNN ``C`` (frozen):
+   ``feature_weight`` times the relative squared error of its ``conv3`` maps (shapes),
+   ``texture_weight`` times that of the per-channel spatial means of its ``conv1`` and ``conv2`` maps
+   (texture statistics, blind to where each grain lies, which no decoder can know), and
+   ``class_weight`` times the cross entropy of ``C(x_hat)`` with the image's label; plus a small
+   penalty on ``mean(h^2)``; with ``attribute_weight`` the first 20 latent dimensions are also trained
+   as logits of the colour (10), shape kind (6) and texture (4) (cross entropy with the ground truth),
+   so that the generator's code names the class attributes (:data:`ATTRIBUTES`). The latent noise (``latent_noise``) makes ``G`` smooth around the codes
+   of real images, where PPGN walks;
 2. the latent denoiser ``R`` on the codes ``h = E(x)`` of the training images: ``R(h + n) ~ h`` with
    ``n ~ N(0, (prior_noise * std_d)^2)`` per dimension ``d``.
 
@@ -32,7 +38,8 @@ import torch
 from torch import nn
 
 from . import generator as gen
-from .shapes import make_shapes
+from .render import BACKGROUND_KINDS, SHAPE_KINDS
+from .shapes import COLORS, make_shapes
 
 GENERATOR_TRAIN_SEED = 5
 """Seed of the generator's training images (the models used 1 and 2, the index 3, concepts 4)."""
@@ -40,12 +47,15 @@ GENERATOR_HELD_OUT_SEED = 6
 """Seed of the held-out images of the reported PSNR."""
 
 GENERATOR_DEFAULTS: dict = {
-    "n_train": 16000,
+    "n_train": 12000,
     "n_held_out": 1000,
     "epochs": 6,
     "batch_size": 32,
     "lr": 2e-3,
-    "feature_weight": 0.01,
+    "feature_weight": 0.03,
+    "texture_weight": 0.3,
+    "class_weight": 0.003,
+    "attribute_weight": 0.1,
     "latent_weight": 1e-4,
     "latent_noise": 0.05,
     "prior_steps": 3000,
@@ -78,12 +88,52 @@ def reconstruct(generator: nn.Module, encoder: nn.Module, images: torch.Tensor, 
     return torch.cat([generator(encoder(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
 
 
-def _cnn_features(cnn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """ShapesCNN's ``conv3`` output (the perceptual term's features)."""
-    return cnn.conv3(cnn.pool2(cnn.conv2(cnn.pool1(cnn.conv1(x)))))
+def _cnn_outputs(cnn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ShapesCNN's ``conv1``, ``conv2``, ``conv3`` maps and its logits (the perceptual terms' inputs)."""
+    f1 = cnn.conv1(x)
+    f2 = cnn.conv2(cnn.pool1(f1))
+    f3 = cnn.conv3(cnn.pool2(f2))
+    f5 = cnn.conv5(cnn.pool4(cnn.conv4(cnn.pool3(f3))))
+    return f1, f2, f3, cnn.fc(torch.flatten(cnn.gap(f5), 1))
 
 
-def _train_autoencoder(generator, encoder, cnn, x_train, s: dict, log) -> None:
+def _relative(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).pow(2).sum() / b.pow(2).sum().clamp(min=1e-12)
+
+
+ATTRIBUTES = ((0, len(COLORS)), (len(COLORS), len(COLORS) + len(SHAPE_KINDS)),
+              (len(COLORS) + len(SHAPE_KINDS), len(COLORS) + len(SHAPE_KINDS) + len(BACKGROUND_KINDS)))
+"""Latent dimensions supervised as logits of the colour, the shape kind and the background texture."""
+
+
+def attributes(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Colour, shape and texture ids of class labels (label = (shape * 10 + colour) * 4 + texture)."""
+    texture = labels % len(BACKGROUND_KINDS)
+    rest = labels // len(BACKGROUND_KINDS)
+    return rest % len(COLORS), rest // len(COLORS), texture
+
+
+def _loss(generator, encoder, cnn, x, y, noise, s: dict) -> torch.Tensor:
+    """Pixel MSE + perceptual terms of the module docstring + latent penalty, for one batch."""
+    h = encoder(x)
+    x_hat = generator(h + noise)
+    loss = (x_hat - x).pow(2).mean() + s["latent_weight"] * h.pow(2).mean()
+    if s["attribute_weight"]:
+        for (lo, hi), target in zip(ATTRIBUTES, attributes(y)):
+            loss = loss + s["attribute_weight"] * nn.functional.cross_entropy(h[:, lo:hi], target)
+    if s["feature_weight"] or s["texture_weight"] or s["class_weight"]:
+        with torch.no_grad():
+            t1, t2, t3, _ = _cnn_outputs(cnn, x)
+        f1, f2, f3, logits = _cnn_outputs(cnn, x_hat)
+        loss = loss + s["feature_weight"] * _relative(f3, t3)
+        # texture: per-image, per-channel spatial means of the rectified maps (blind to the noise's phase)
+        loss = loss + s["texture_weight"] * (_relative(f1.mean((2, 3)), t1.mean((2, 3)))
+                                             + _relative(f2.mean((2, 3)), t2.mean((2, 3))))
+        loss = loss + s["class_weight"] * nn.functional.cross_entropy(logits, y)
+    return loss
+
+
+def _train_autoencoder(generator, encoder, cnn, x_train, y_train, s: dict, log, check=None) -> None:
     params = list(generator.parameters()) + list(encoder.parameters())
     optimiser = torch.optim.Adam(params, lr=s["lr"])
     steps_per_epoch = math.ceil(len(x_train) / s["batch_size"])
@@ -98,25 +148,25 @@ def _train_autoencoder(generator, encoder, cnn, x_train, s: dict, log) -> None:
         order = torch.randperm(len(x_train), generator=order_rng)
         total = 0.0
         for step in range(steps_per_epoch):
-            x = x_train[order[step * s["batch_size"]:(step + 1) * s["batch_size"]]]
-            h = encoder(x)
-            noise = torch.randn(h.shape, generator=noise_rng) * s["latent_noise"]
-            x_hat = generator(h + noise)
-            loss = (x_hat - x).pow(2).mean() + s["latent_weight"] * h.pow(2).mean()
-            if s["feature_weight"]:
-                with torch.no_grad():
-                    target = _cnn_features(cnn, x)
-                loss = loss + s["feature_weight"] * (_cnn_features(cnn, x_hat) - target).pow(2).sum() / target.pow(2).sum()
+            batch = order[step * s["batch_size"]:(step + 1) * s["batch_size"]]
+            noise = torch.randn((len(batch), s["latent_dim"]), generator=noise_rng) * s["latent_noise"]
+            loss = _loss(generator, encoder, cnn, x_train[batch], y_train[batch], noise, s)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
-            total += float(loss.detach()) * len(x)
+            total += float(loss.detach()) * len(batch)
         if log is not None:
-            log(f"autoencoder epoch {epoch + 1}/{s['epochs']}: loss {total / len(x_train):.5f}, "
+            extra = check() if check is not None else ""
+            log(f"autoencoder epoch {epoch + 1}/{s['epochs']}: loss {total / len(x_train):.5f}{extra}, "
                 f"{time.perf_counter() - start:.0f} s")
     generator.eval()
     encoder.eval()
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((model(images).argmax(1) == labels).float().mean())
 
 
 def _train_prior(prior, latents: torch.Tensor, s: dict, log) -> None:
@@ -173,8 +223,10 @@ def train_generator(log: Callable[[str], None] | None = print, **settings) -> tu
     torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         start = time.perf_counter()
-        x_train = make_shapes(s["n_train"], seed=s["train_seed"], size=s["size"]).images()
-        x_held = make_shapes(s["n_held_out"], seed=s["held_out_seed"], size=s["size"]).images()
+        train_data = make_shapes(s["n_train"], seed=s["train_seed"], size=s["size"])
+        held_data = make_shapes(s["n_held_out"], seed=s["held_out_seed"], size=s["size"])
+        x_train, y_train = train_data.images(), torch.from_numpy(train_data.labels)
+        x_held, y_held = held_data.images(), torch.from_numpy(held_data.labels)
         cnn = load_model("cnn")
         for p in cnn.parameters():
             p.requires_grad_(False)
@@ -185,7 +237,15 @@ def train_generator(log: Callable[[str], None] | None = print, **settings) -> tu
         # channels_last makes the convolutions about 1.5-2x faster on CPU (the same numbers up to rounding)
         for module in (generator, encoder, cnn):
             module.to(memory_format=torch.channels_last)
-        _train_autoencoder(generator, encoder, cnn, x_train.contiguous(memory_format=torch.channels_last), s, log)
+        def check() -> str:
+            generator.eval()
+            encoder.eval()
+            rec = reconstruct(generator, encoder, x_held[:500])
+            return (f", held-out PSNR {float(psnr(rec, x_held[:500]).mean()):.2f} dB, cnn accuracy on G(E(x)) "
+                    f"{float((cnn(rec).argmax(1) == y_held[:500]).float().mean()):.3f}")
+
+        _train_autoencoder(generator, encoder, cnn, x_train.contiguous(memory_format=torch.channels_last), y_train, s,
+                           log, check)
         for module in (generator, encoder, cnn):
             module.to(memory_format=torch.contiguous_format)
         autoencoder_seconds = time.perf_counter() - start
@@ -202,6 +262,9 @@ def train_generator(log: Callable[[str], None] | None = print, **settings) -> tu
         report.update(
             held_out_psnr=round(float(psnr(reconstruct(generator, encoder, x_held), x_held).mean()), 3),
             train_psnr=round(float(psnr(reconstruct(generator, encoder, x_train[:2000]), x_train[:2000]).mean()), 3),
+            held_out_cnn_accuracy=round(_accuracy(cnn, reconstruct(generator, encoder, x_held), y_held), 4),
+            held_out_resnet_accuracy=round(_accuracy(load_model("resnet"), reconstruct(generator, encoder, x_held),
+                                                     y_held), 4),
             prior_denoising=round(float(after / before), 4),
             latent_std=round(float(latents.std(0).mean()), 4),
             autoencoder_seconds=round(autoencoder_seconds, 1), seconds=round(time.perf_counter() - start, 1),
