@@ -2101,13 +2101,14 @@ GENERATOR = [
 
     A unit of the deepest layer: its top image, its pixel-space visualisation, the visualisation of
     its largest facet, and PPGN samples. The number under each image is the unit's activation (its
-    map maximum for PPGN, the map centre for the others); the best dataset image's is in the title.
+    map maximum for PPGN, the map centre for the others). For units PPGN takes a weaker prior and
+    larger steps than for classes (`eps1=0.1, lr=0.2, steps=200`, docs/methods.md section 10).
     """),
     code(r"""
     unit = int(np.flatnonzero(~L.dead)[3])
     pixel = nsi.visualize(model, deepest, [unit], steps=48, decorrelate=data, progress=False)
     facet = nsi.facets(model, data, idx, deepest, unit, k=2, options=FacetOptions(steps=24), progress=False)
-    samples = nsi.ppgn(model, gp, (deepest, unit), n=3, steps=60, progress=False)
+    samples = nsi.ppgn(model, gp, (deepest, unit), n=3, steps=200, lr=0.2, eps1=0.1, progress=False)
     top = data[int(L.top_indices[unit, 0])][0].permute(1, 2, 0).numpy()
     images = [top, pixel.images[0], facet.images[0], *samples.images]
     titles = [f"top image {L.top_activations[unit, 0]:.1f}", f"pixel AM {pixel.activations[0]:.1f}",

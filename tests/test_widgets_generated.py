@@ -69,7 +69,7 @@ def test_generated_view_computes_attaches_and_shows_in_the_exported_page(world, 
     assert ex.unit_payload("conv3", 2)["generated"] == {"missing": True}   # nothing attached yet
 
     payload = _computed(ex, "conv3", 2, sent)
-    direct = nsi.ppgn(model, generator, ("conv3", 2), n=3, steps=5, eps3=0.1, progress=False)
+    direct = nsi.ppgn(model, generator, ("conv3", 2), n=3, steps=5, eps3=0.1, lr=0.2, eps1=0.1, progress=False)
     expected = np.round(np.clip(direct.images, 0, 1) * 255).astype(np.uint8)
     arrays = idx.attachments["generated"].arrays["conv3"]
     np.testing.assert_array_equal(arrays["images"][0], expected)

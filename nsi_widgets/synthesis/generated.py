@@ -20,7 +20,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..index.results import Attachment
 from .attachment import to_uint8
-from .ppgn import PPGNSamples, ppgn
+from .ppgn import UNIT_OPTIONS, PPGNSamples, ppgn
 
 ATTACHMENT_KIND = "generated"
 """The kind (and the index's attachment name) of PPGN samples shown in the card."""
@@ -72,21 +72,20 @@ def merge_generated_attachments(current: Attachment | None, update: Attachment) 
     return Attachment(ATTACHMENT_KIND, dict(current.meta), arrays, {})
 
 
-def make_generated_handler(generator, *, n: int = 4, steps: int = 100, seed: int = 0, preprocess: Callable | None = None,
-                           **ppgn_options):
+def make_generated_handler(generator, *, n: int = 4, seed: int = 0, preprocess: Callable | None = None, **ppgn_options):
     """An on-demand handler ``(index, model, data, layer, unit, progress_callback) -> Attachment``.
 
     It samples ``n`` images of the unit with :func:`~nsi_widgets.synthesis.ppgn` (``generator``:
-    ``nsi.zoo.load_generator(...)`` or a generator module, with ``ppgn_options`` such as ``prior``,
-    ``eps1``, ``lr``, ``objective``) and returns that unit's ``"generated"`` update; ``data`` is not
+    ``nsi.zoo.load_generator(...)`` or a generator module, with ``ppgn_options`` such as ``steps``,
+    ``prior``, ``eps1``, ``lr``, ``objective``; default :data:`~nsi_widgets.synthesis.ppgn.UNIT_OPTIONS`) and returns that unit's ``"generated"`` update; ``data`` is not
     used (the generator replaces the dataset). ``progress_callback(done, total)`` may be None.
     """
 
     def handler(index, model, data, layer, unit, progress_callback=None) -> Attachment:
         if index is not None and layer not in index:
             raise InputError(f"layer {layer!r} is not in the index (indexed: {list(index)})")
-        samples = ppgn(model, generator, (layer, int(unit)), n=n, steps=steps, seed=seed, preprocess=preprocess,
-                       progress=progress_callback or False, **ppgn_options)
+        samples = ppgn(model, generator, (layer, int(unit)), n=n, seed=seed, preprocess=preprocess,
+                       progress=progress_callback or False, **{**UNIT_OPTIONS, **ppgn_options})
         return samples_to_attachment(samples)
 
     handler.__doc__ = "PPGN samples of one unit as a 'generated' attachment update (make_generated_handler)."

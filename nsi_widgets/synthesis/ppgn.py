@@ -34,6 +34,10 @@ it is not the paper's 1e-5: the terms' scales depend on the latent space)."""
 DEFAULT_EPS2 = 1.0
 DEFAULT_EPS3 = 1e-17
 DEFAULT_LR = 0.02
+UNIT_OPTIONS = {"steps": 200, "lr": 0.2, "eps1": 0.1}
+"""Settings for unit targets on the shipped generator (docs/methods.md section 10): a weaker prior and longer,
+larger steps than the class defaults let the samples exceed the best dataset image for most units of the
+deepest layer (measured: 56 of 64 units of conv5)."""
 UNIT_OBJECTIVES = ("max", "neuron", "channel")
 """Values of ``objective=`` for a ``(layer, unit)`` target: the map maximum (default, what the index ranks
 by), the map centre, or the spatial mean."""

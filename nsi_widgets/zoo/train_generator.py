@@ -47,15 +47,15 @@ GENERATOR_HELD_OUT_SEED = 6
 """Seed of the held-out images of the reported PSNR."""
 
 GENERATOR_DEFAULTS: dict = {
-    "n_train": 12000,
+    "n_train": 16000,
     "n_held_out": 1000,
     "epochs": 6,
     "batch_size": 32,
     "lr": 2e-3,
-    "feature_weight": 0.03,
-    "texture_weight": 0.3,
-    "class_weight": 0.003,
-    "attribute_weight": 0.1,
+    "feature_weight": 0.01,
+    "texture_weight": 0.0,
+    "class_weight": 0.0,
+    "attribute_weight": 0.0,
     "latent_weight": 1e-4,
     "latent_noise": 0.05,
     "prior_steps": 3000,
@@ -184,7 +184,7 @@ def _train_prior(prior, latents: torch.Tensor, s: dict, log) -> None:
         optimiser.step()
         schedule.step()
         if log is not None and (step + 1) % 1000 == 0:
-            log(f"prior step {step + 1}/{s['prior_steps']}: loss {float(loss):.5f}")
+            log(f"prior step {step + 1}/{s['prior_steps']}: loss {float(loss.detach()):.5f}")
     prior.eval()
 
 
