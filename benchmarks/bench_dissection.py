@@ -119,8 +119,11 @@ def _child(images: int, batch_size: int, sampled: bool) -> None:
     torch.set_num_threads(1)
     model = zoo.load_model("cnn")
     kwargs = {"max_quantile_bytes": SAMPLED_BYTES} if sampled else {}
-    result = _dissect(model, LazyConcepts(images), batch_size, **kwargs)
-    print(json.dumps({"peak_rss_mb": maxrss_mb(), "images": images,
+    concepts = LazyConcepts(images)
+    concepts[0]                                               # the first chunk of images, before the tool runs
+    before = maxrss_mb()
+    result = _dissect(model, concepts, batch_size, **kwargs)
+    print(json.dumps({"peak_rss_mb": maxrss_mb(), "peak_before_mb": before, "images": images,
                       "modes": sorted({L.quantile_mode for L in result.values()}),
                       "detectors": int(sum((L.best_concept >= 0).sum() for L in result.values()))}))
 
@@ -128,15 +131,17 @@ def _child(images: int, batch_size: int, sampled: bool) -> None:
 def memory(images: int, repeats: int, batch_size: int, sampled: bool) -> dict:
     out = {}
     for n in (images, 4 * images):
-        peaks, modes = [], None
+        peaks, befores, modes = [], [], None
         for _ in range(repeats):
             command = [sys.executable, __file__, "--child", str(n), "--batch-size", str(batch_size)]
             done = subprocess.run(command + (["--sampled"] if sampled else []), check=True, capture_output=True,
                                   text=True)
             report = json.loads(done.stdout.strip().splitlines()[-1])
             peaks.append(report["peak_rss_mb"])
+            befores.append(report["peak_before_mb"])
             modes = report["modes"]
-        out[n] = {"peaks_mb": peaks, "median_mb": statistics.median(peaks), "quantile_modes": modes}
+        out[n] = {"peaks_mb": peaks, "median_mb": statistics.median(peaks), "quantile_modes": modes,
+                  "before_mb": statistics.median(befores)}
     small, large = out[images]["median_mb"], out[4 * images]["median_mb"]
     return {"runs": out, "growth": large / small - 1.0}
 
@@ -171,7 +176,8 @@ def main() -> None:
         target = f" (target < {100 * MEMORY_TARGET:.0f} %)" if sampled else " (for information)"
         print(f"memory, {mode} quantiles {small['quantile_modes']}, fresh processes: {args.memory_images} images "
               f"{small['median_mb']:.1f} MiB (peaks {small['peaks_mb']}), {4 * args.memory_images} images "
-              f"{large['median_mb']:.1f} MiB (peaks {large['peaks_mb']}): growth {100 * m['growth']:+.1f} %{target}")
+              f"{large['median_mb']:.1f} MiB (peaks {large['peaks_mb']}): growth {100 * m['growth']:+.1f} %{target}; "
+              f"peak before the dissection {small['before_mb']:.1f} / {large['before_mb']:.1f} MiB")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str))
 

@@ -407,12 +407,16 @@ class IoUConsumer(Consumer):
         maps = output.detach()
         maps = maps if maps.dtype == torch.float64 else maps.float()
         thresholds = self.thresholds[name].to(maps.device)
-        rowmin, rowmax = torch.aminmax(maps, dim=3)                               # (B, C, h) each
-        wide = _candidate_bound(rowmin, rowmax, thresholds)
+        rowmax = maps.amax(dim=3)                                                 # (B, C, h)
+        wide = _candidate_bound(maps.amin(), rowmax, thresholds)
         units, values, (b, y, x) = _above(maps, _narrow(wide, maps.dtype), rowmax=rowmax)
         tally["above"] += np.bincount(units[values.double() > thresholds[units]].cpu().numpy(),
                                       minlength=plan.n_units)
         if not len(units):
+            return
+        if plan.upsampler.identity:             # the map is the mask: the positions above T_k are M_k
+            above = values.double() > thresholds[units]
+            self._tally(name, units[above].cpu().numpy(), b[above].cpu(), y[above].cpu(), x[above].cpu(), masks)
             return
         cells = _cells(plan.upsampler.cells, units, b, y, x, maps.shape)
         per = max(1, self._CELL_PIXELS // max(1, plan.upsampler.cells[0].max_length * plan.upsampler.cells[1].max_length))
@@ -455,8 +459,12 @@ class IoUConsumer(Consumer):
         cell, dy, dx = hit.nonzero().unbind(1)
         if not len(cell):
             return
-        unit, image = c[cell].cpu().numpy(), b[cell].cpu()
-        pixel = (image * masks["pixels"] + rows[cell, dy].cpu() * masks["width"] + cols[cell, dx].cpu()).numpy()
+        self._tally(name, c[cell].cpu().numpy(), b[cell].cpu(), rows[cell, dy].cpu(), cols[cell, dx].cpu(), masks)
+
+    def _tally(self, name, unit: np.ndarray, image: torch.Tensor, row: torch.Tensor, col: torch.Tensor, masks) -> None:
+        """Count the thresholded pixels ``(unit, image, row, col)`` into the layer's tallies."""
+        plan, tally = self.plans[name], self.tallies[name]
+        pixel = (image * masks["pixels"] + row * masks["width"] + col).numpy()
         n_units, n_images = plan.n_units, masks["labelled"].shape[0]
         tally["units"] += np.bincount(unit, minlength=n_units)
         per_image = np.bincount(unit * n_images + image.numpy(), minlength=n_units * n_images)
@@ -492,11 +500,12 @@ class IoUConsumer(Consumer):
 _EPS = float(np.finfo(np.float64).eps)
 
 
-def _candidate_bound(rowmin: torch.Tensor, rowmax: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+def _candidate_bound(smallest: torch.Tensor, rowmax: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """Per unit, a float64 bound just below ``T_k``: every upsampled value above ``T_k`` has a cell
     corner above it. (A blend of corners never exceeds the largest in exact arithmetic; in float64 by
-    at most a few roundings of the largest magnitude, which the margin covers.)"""
-    magnitude = torch.maximum(rowmin.abs().amax(dim=(0, 2)), rowmax.abs().amax(dim=(0, 2))).double()
+    at most a few roundings of the largest magnitude, which the margin covers: ``smallest`` is the
+    layer's smallest value in the batch, ``rowmax`` its row maxima.)"""
+    magnitude = torch.maximum(smallest.abs(), rowmax.abs().amax(dim=(0, 2))).double()
     return thresholds - 16 * _EPS * torch.maximum(magnitude, thresholds.abs())
 
 
@@ -537,10 +546,13 @@ def _mask_patterns(masks: torch.Tensor, category_onehot: np.ndarray) -> dict:
     bits = masks.cpu().numpy().reshape(n_images, k, hm * wm).view(np.uint8)
     n_bytes = max(1, -(-k // 8))
     packed = np.zeros((n_images, hm * wm, max(8, n_bytes)), np.uint8)
+    acc, shifted = np.empty((n_images, hm * wm), np.uint8), np.empty((n_images, hm * wm), np.uint8)
     for byte in range(n_bytes):
-        acc = packed[:, :, byte]
-        for bit in range(min(8, k - 8 * byte)):
-            acc |= bits[:, 8 * byte + bit] << np.uint8(bit)
+        acc[:] = bits[:, 8 * byte]
+        for bit in range(1, min(8, k - 8 * byte)):
+            np.left_shift(bits[:, 8 * byte + bit], np.uint8(bit), out=shifted)
+            np.bitwise_or(acc, shifted, out=acc)
+        packed[:, :, byte] = acc
     flat = packed.reshape(n_images * hm * wm, -1)
     if flat.shape[1] == 8:
         codes, pattern_of = np.unique(flat.view(np.int64)[:, 0], return_inverse=True)
