@@ -9,7 +9,8 @@
    ...) in one process; each dissection is divided by the mean of the forward runs next to it; the
    median ratio is printed. Target: <= 2.3x for the default model (``--model cnn``; the ResNet is
    printed too, for information).
-2. *Memory*: peak RSS (``ru_maxrss``) of fresh processes dissecting a concept set of ``N`` and of
+2. *Memory* (measured first: a child's ``ru_maxrss`` starts from its parent's resident size at the
+   fork, so the children are started while this process is small): peak RSS of fresh processes dissecting a concept set of ``N`` and of
    ``4 N`` images generated lazily, 256 at a time (:class:`LazyConcepts`: only the current chunk is
    held, so the peak is the tool's), in the sampled quantile mode (``max_quantile_bytes`` below what
    the exact quantiles of ``N`` images need: every image contributes a fixed number of positions, so
@@ -161,14 +162,8 @@ def main() -> None:
         _child(args.child, args.batch_size, args.sampled)
         return
     results = {"speed": {}, "memory": {}}
-    for arch in args.models:
-        s = results["speed"][arch] = speed(arch, args.images, args.repeats, args.batch_size)
-        target = f" (target <= {SPEED_TARGET:.1f}x)" if arch == "cnn" else " (for information)"
-        print(f"time, dissection of {s['layers']} ({arch}) over {s['images']} concept images: median "
-              f"{s['median_ratio']:.3f}x one plain forward{target}; ratios "
-              + ", ".join(f"{x:.3f}" for x in s["ratios"])
-              + f"; forward {statistics.median(s['forward_seconds']):.2f} s, dissection "
-              f"{statistics.median(s['dissection_seconds']):.2f} s; quantiles {s['quantile_modes']}")
+    # Memory first: a child's ru_maxrss starts from its parent's resident size when it is forked, so the
+    # children must be started while this process is small (before the speed runs load models and data).
     for sampled in (True, False):
         mode = "sampled" if sampled else "exact"
         m = results["memory"][mode] = memory(args.memory_images, args.repeats, args.batch_size, sampled)
@@ -178,6 +173,14 @@ def main() -> None:
               f"{small['median_mb']:.1f} MiB (peaks {small['peaks_mb']}), {4 * args.memory_images} images "
               f"{large['median_mb']:.1f} MiB (peaks {large['peaks_mb']}): growth {100 * m['growth']:+.1f} %{target}; "
               f"peak before the dissection {small['before_mb']:.1f} / {large['before_mb']:.1f} MiB")
+    for arch in args.models:
+        s = results["speed"][arch] = speed(arch, args.images, args.repeats, args.batch_size)
+        target = f" (target <= {SPEED_TARGET:.1f}x)" if arch == "cnn" else " (for information)"
+        print(f"time, dissection of {s['layers']} ({arch}) over {s['images']} concept images: median "
+              f"{s['median_ratio']:.3f}x one plain forward{target}; ratios "
+              + ", ".join(f"{x:.3f}" for x in s["ratios"])
+              + f"; forward {statistics.median(s['forward_seconds']):.2f} s, dissection "
+              f"{statistics.median(s['dissection_seconds']):.2f} s; quantiles {s['quantile_modes']}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str))
 
