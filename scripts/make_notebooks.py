@@ -2039,6 +2039,145 @@ PAPER = [
 ]
 
 
+# =============================================================================================
+# 9. Network Dissection
+# =============================================================================================
+DISSECTION = [
+    md(r"""
+    # Network Dissection: a concept label for every unit
+
+    The Neuron Feature shows *what* a unit's top images look like; Network Dissection (Bau, Zhou,
+    Khosla, Oliva, Torralba 2017) answers "what is this unit about?" with a number. It needs images
+    where concepts are marked pixel by pixel: the embedded default has exact masks for 21 concepts in
+    4 categories (6 shape kinds, 10 colours, 4 background textures, and the background).
+
+    For every unit $k$ of a layer:
+
+    1. its threshold $T_k$ is the top 0.5 % of its activations over all positions of all images;
+    2. its map, upsampled to the mask size (aligned with its receptive fields), is cut at $T_k$:
+       $M_k = \mathrm{up}(A_k) > T_k$;
+    3. its IoU with concept $c$ is $\sum |M_k \cap L_c| \,/\, \sum |M_k \cup L_c|$ over the dataset;
+    4. it is a *detector* of its best concept when that IoU exceeds 0.04.
+
+    Details (the quantile rule, the alignment, the two counting conventions): `docs/methods.md`, section 7.
+    """),
+    code(r"""
+    import numpy as np
+    import pandas as pd
+    import plotly.express as px
+    import torch
+
+    import nsi_widgets as nsi
+    from nsi_widgets.concepts.dissection_views import add_pictures, dissection_pictures
+    from nsi_widgets.widgets import dissection as dv
+
+    torch.set_num_threads(1)
+    """, SHOW_IMAGES),
+    md(r"""
+    ## 1. Dissect every conv layer of the default
+
+    `zoo.load_concepts("shapes", n=...)` gives items `(image, masks)`, the masks bool `(21, 64, 64)`,
+    with `.concepts` and `.concept_categories`. Two passes over it (one for the thresholds, one for
+    the IoUs), each one forward of the network.
+    """),
+    code(r"""
+    model = nsi.zoo.load_model("cnn")
+    layers = nsi.zoo.conv_layers(model)
+    concepts = nsi.zoo.load_concepts("shapes", n=500)
+    print(concepts)
+    result = nsi.dissect(model, concepts, layers, progress=False)
+    summary = result.summary()
+    summary.pivot(index="layer", columns="category", values="detectors").loc[layers, list(dict.fromkeys(concepts.concept_categories))]
+    """),
+    md(r"""
+    Detector units per layer and category (rows: layers; a unit counts for the category of its best
+    concept). The chart stacks them; `count="unique_concepts"` counts distinct concepts instead, as
+    NetDissect's papers do.
+    """),
+    code(r"""
+    dv.detector_chart(result, count="detectors")
+    """),
+    md(r"""
+    Colours are detected from the first layer on: conv1 sees 3x3 pixels, exactly the scale at which
+    a colour is visible and a shape is not. Shape detectors appear only in the deepest layers, whose
+    receptive fields cover whole shapes. No unit detects a background texture: a unit firing on the
+    background of grainy images would have to cover a fifth of all pixels, far more than its 0.5 %.
+
+    ## 2. Checked against what we know
+
+    The images are generated, so the colour of each shape is known. A colour detector's top images
+    (those where its map is largest) should show shapes of its colour; the colour index of the paper
+    (alpha: how much the unit loses when its top images turn grey) should be high for it.
+    """),
+    code(r"""
+    data = nsi.zoo.make_shapes(600, seed=nsi.zoo.INDEX_SEED)
+    idx = nsi.index_neurons(model, data, layers, top_n=20, indexes=("color",), progress=False)
+    rows = []
+    for layer in layers[:3]:
+        for unit, name in enumerate(result[layer].best_concept_names):
+            if name in nsi.zoo.COLORS:
+                top_colours = data.ground_truth["color"][idx[layer].top_indices[unit]]
+                rows.append({"layer": layer, "unit": unit, "concept": name,
+                             "IoU": round(float(result[layer].best_iou[unit]), 3),
+                             "top 20 images of that colour": int((top_colours == name).sum()),
+                             "colour index": round(float(idx[layer].color_selectivity[unit]), 2)})
+    colour_detectors = pd.DataFrame(rows)
+    everyone = np.concatenate([idx[layer].color_selectivity for layer in layers[:3]])
+    print(f"{len(colour_detectors)} colour detectors in {layers[:3]}; median share of their top images in their "
+          f"colour: {colour_detectors['top 20 images of that colour'].median() / 20:.0%}; median colour index "
+          f"{colour_detectors['colour index'].median():.2f} (all units of these layers: {np.nanmedian(everyone):.2f})")
+    colour_detectors.head(10)
+    """),
+    md(r"""
+    The top images here are the index's (other images than the concept set's): most show a shape of
+    the detector's colour, and colour detectors have a higher colour index than the layers'
+    units overall. Where they disagree, look at the unit: a "black" detector may fire on any dark
+    pixel, of a black shape or of a dark background.
+
+    ## 3. NetDissect's picture: the thresholded map over the image, beside the mask
+
+    For a unit's top images, the image dimmed outside $M_k$ (what the unit marks) beside the image
+    dimmed outside the mask of its best concept. Summed over all images, the overlap of the two is
+    exactly what the IoU counted.
+    """),
+    code(r"""
+    def dimmed(rgb, region, dim=0.25):
+        return rgb / 255.0 * np.where(region, 1.0, dim)[..., None]
+
+
+    layer = "conv1"
+    L = result[layer]
+    detectors = [u for u, name in enumerate(L.best_concept_names) if name is not None]
+    pictures = dissection_pictures(model, concepts, result, layer, detectors, n_images=3)
+    unit = int(np.argmax(L.best_iou))
+    row = detectors.index(unit)
+    concept = L.concepts[int(pictures.concepts[row])]
+    images, titles = [], []
+    for col in range(3):
+        images += [dimmed(pictures.rgb[row, col], pictures.maps[row, col]),
+                   dimmed(pictures.rgb[row, col], pictures.masks[row, col])]
+        titles += [f"image {pictures.images[row, col]}: unit", f"'{concept}' mask"]
+    print(f"{layer} unit {unit}: best concept {concept!r} ({L.categories[L.concepts.index(concept)]}), IoU {L.best_iou[unit]:.3f}")
+    show_images(images, titles, height=200)
+    """),
+    md(r"""
+    ## 4. In the Explorer
+
+    Attached to an index, the dissection appears in the Explorer: the grid can show, filter and sort
+    by each unit's best concept and its IoU; the card lists the unit's top concepts with IoU bars,
+    the pictures above (once computed; here for the detectors of conv1), and the best concept
+    as a *suggested* label in the annotation editor (accepting it writes an ordinary annotation whose
+    note says it came from dissection).
+    """),
+    code(r"""
+    attachment = add_pictures(result.to_attachment(), pictures)
+    idx.attach("dissection", attachment)
+    print(idx.to_pandas()[["layer", "unit", "dissection.best_concept", "dissection.best_iou"]].head())
+    nsi.Explorer(idx, layer="conv1")
+    """),
+]
+
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "quickstart": QUICKSTART,
     "colour_selectivity": COLOUR,
@@ -2048,6 +2187,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "projections": PROJECTIONS,
     "feature_visualisation": SYNTHESIS,
     "reproduce_the_paper": PAPER,
+    "network_dissection": DISSECTION,
 }
 
 
