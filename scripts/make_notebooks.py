@@ -2171,6 +2171,431 @@ GENERATOR = [
 ]
 
 
+# =============================================================================================
+# 9. Network Dissection
+# =============================================================================================
+DISSECTION = [
+    md(r"""
+    # Network Dissection: a concept label for every unit
+
+    The Neuron Feature shows *what* a unit's top images look like; Network Dissection (Bau, Zhou,
+    Khosla, Oliva, Torralba 2017) answers "what is this unit about?" with a number. It needs images
+    where concepts are marked pixel by pixel: the embedded default has exact masks for 21 concepts in
+    4 categories (6 shape kinds, 10 colours, 4 background textures, and the background).
+
+    For every unit $k$ of a layer:
+
+    1. its threshold $T_k$ is the top 0.5 % of its activations over all positions of all images;
+    2. its map, upsampled to the mask size (aligned with its receptive fields), is cut at $T_k$:
+       $M_k = \mathrm{up}(A_k) > T_k$;
+    3. its IoU with concept $c$ is $\sum |M_k \cap L_c| \,/\, \sum |M_k \cup L_c|$ over the dataset;
+    4. it is a *detector* of its best concept when that IoU exceeds 0.04.
+
+    Details (the quantile rule, the alignment, the two counting conventions): `docs/methods.md`, section 7.
+    """),
+    code(r"""
+    import numpy as np
+    import pandas as pd
+    import plotly.express as px
+    import torch
+
+    import nsi_widgets as nsi
+    from nsi_widgets.concepts.dissection_views import add_pictures, dissection_pictures
+    from nsi_widgets.widgets import dissection as dv
+
+    torch.set_num_threads(1)
+    """, SHOW_IMAGES),
+    md(r"""
+    ## 1. Dissect every conv layer of the default
+
+    `zoo.load_concepts("shapes", n=...)` gives items `(image, masks)`, the masks bool `(21, 64, 64)`,
+    with `.concepts` and `.concept_categories`. Two passes over it (one for the thresholds, one for
+    the IoUs), each one forward of the network.
+    """),
+    code(r"""
+    model = nsi.zoo.load_model("cnn")
+    layers = nsi.zoo.conv_layers(model)
+    concepts = nsi.zoo.load_concepts("shapes", n=500)
+    print(concepts)
+    result = nsi.dissect(model, concepts, layers, progress=False)
+    summary = result.summary()
+    summary.pivot(index="layer", columns="category", values="detectors").loc[layers, list(dict.fromkeys(concepts.concept_categories))]
+    """),
+    md(r"""
+    Detector units per layer and category (rows: layers; a unit counts for the category of its best
+    concept). The chart stacks them; `count="unique_concepts"` counts distinct concepts instead, as
+    NetDissect's papers do.
+    """),
+    code(r"""
+    dv.detector_chart(result, count="detectors")
+    """),
+    md(r"""
+    Colours are detected from the first layer on: conv1 sees 3x3 pixels, exactly the scale at which
+    a colour is visible and a shape is not. Shape detectors appear only in the deepest layers, whose
+    receptive fields cover whole shapes. No unit detects a background texture: a unit firing on the
+    background of grainy images would have to cover a fifth of all pixels, far more than its 0.5 %.
+
+    ## 2. Checked against what we know
+
+    The images are generated, so the colour of each shape is known. A colour detector's top images
+    (those where its map is largest) should show shapes of its colour; the colour index of the paper
+    (alpha: how much the unit loses when its top images turn grey) should be high for it.
+    """),
+    code(r"""
+    data = nsi.zoo.make_shapes(600, seed=nsi.zoo.INDEX_SEED)
+    idx = nsi.index_neurons(model, data, layers, top_n=20, indexes=("color",), progress=False)
+    rows = []
+    for layer in layers[:3]:
+        for unit, name in enumerate(result[layer].best_concept_names):
+            if name in nsi.zoo.COLORS:
+                top_colours = data.ground_truth["color"][idx[layer].top_indices[unit]]
+                rows.append({"layer": layer, "unit": unit, "concept": name,
+                             "IoU": round(float(result[layer].best_iou[unit]), 3),
+                             "top 20 images of that colour": int((top_colours == name).sum()),
+                             "colour index": round(float(idx[layer].color_selectivity[unit]), 2)})
+    colour_detectors = pd.DataFrame(rows)
+    everyone = np.concatenate([idx[layer].color_selectivity for layer in layers[:3]])
+    print(f"{len(colour_detectors)} colour detectors in {layers[:3]}; median share of their top images in their "
+          f"colour: {colour_detectors['top 20 images of that colour'].median() / 20:.0%}; median colour index "
+          f"{colour_detectors['colour index'].median():.2f} (all units of these layers: {np.nanmedian(everyone):.2f})")
+    colour_detectors.head(10)
+    """),
+    md(r"""
+    The top images here are the index's (other images than the concept set's): most show a shape of
+    the detector's colour, and colour detectors have a higher colour index than the layers'
+    units overall. Where they disagree, look at the unit: a "black" detector may fire on any dark
+    pixel, of a black shape or of a dark background.
+
+    ## 3. NetDissect's picture: the thresholded map over the image, beside the mask
+
+    For a unit's top images, the image dimmed outside $M_k$ (what the unit marks) beside the image
+    dimmed outside the mask of its best concept. Summed over all images, the overlap of the two is
+    exactly what the IoU counted.
+    """),
+    code(r"""
+    def dimmed(rgb, region, dim=0.25):
+        return rgb / 255.0 * np.where(region, 1.0, dim)[..., None]
+
+
+    layer = "conv1"
+    L = result[layer]
+    detectors = [u for u, name in enumerate(L.best_concept_names) if name is not None]
+    pictures = dissection_pictures(model, concepts, result, layer, detectors, n_images=3)
+    unit = int(np.argmax(L.best_iou))
+    row = detectors.index(unit)
+    concept = L.concepts[int(pictures.concepts[row])]
+    images, titles = [], []
+    for col in range(3):
+        images += [dimmed(pictures.rgb[row, col], pictures.maps[row, col]),
+                   dimmed(pictures.rgb[row, col], pictures.masks[row, col])]
+        titles += [f"image {pictures.images[row, col]}: unit", f"'{concept}' mask"]
+    print(f"{layer} unit {unit}: best concept {concept!r} ({L.categories[L.concepts.index(concept)]}), IoU {L.best_iou[unit]:.3f}")
+    show_images(images, titles, height=200)
+    """),
+    md(r"""
+    ## 4. In the Explorer
+
+    Attached to an index, the dissection appears in the Explorer: the grid can show, filter and sort
+    by each unit's best concept and its IoU; the card lists the unit's top concepts with IoU bars,
+    the pictures above (once computed; here for the detectors of conv1), and the best concept
+    as a *suggested* label in the annotation editor (accepting it writes an ordinary annotation whose
+    note says it came from dissection).
+    """),
+    code(r"""
+    attachment = add_pictures(result.to_attachment(), pictures)
+    idx.attach("dissection", attachment)
+    print(idx.to_pandas()[["layer", "unit", "dissection.best_concept", "dissection.best_iou"]].head())
+    nsi.Explorer(idx, layer="conv1")
+    """),
+]
+
+
+# =============================================================================================
+# Concept vectors (Net2Vec, TCAV) and the comparison of layers and models (docs/methods.md section 8)
+# =============================================================================================
+CONCEPT_VECTORS = [
+    md(r"""
+    # Concept vectors: Net2Vec and TCAV on the embedded default
+
+    A *concept vector* is a direction in a layer's space of units that stands for a human concept
+    ("circle", "red", "grainy background"). Two classic ways to find one:
+
+    - **Net2Vec** (Fong & Vedaldi 2018): a linear *segmentation* probe per concept, a weight per unit,
+      trained so that the weighted sum of the layer's maps marks the concept's pixels. Its finding:
+      a concept is usually spread over several units, so the combination segments it better than
+      the best single unit (the unit Network Dissection would name).
+    - **TCAV** (Kim et al. 2018): a linear *classifier* of concept images against random images; its
+      normal is the concept activation vector (CAV). The TCAV score of a class is the share of the
+      class's images whose logit rises along the CAV, tested against CAVs of random images.
+
+    The embedded default knows the truth: every image comes with exact masks of its shape, colour
+    and background texture (`nsi.zoo.load_concepts`), and every class is a colour x shape x texture.
+    Definitions and choices: `docs/methods.md` section 8.
+    """),
+    code(r"""
+    import numpy as np
+    import pandas as pd
+    import plotly.express as px
+    import torch
+
+    import nsi_widgets as nsi
+    from nsi_widgets import zoo
+
+    model = zoo.load_model("cnn")                           # the trained ShapesCNN
+    concepts = zoo.load_concepts("shapes", n=600, seed=4)   # images with 21 concept masks each
+    print(len(concepts), "images;", len(concepts.concepts), "concepts:", dict(zip(concepts.concepts,
+                                                                                   concepts.concept_categories)))
+    """),
+    md(r"""
+    ## 1. Net2Vec in the deepest conv layer
+
+    `nsi.concept_vectors(model, concepts, "conv5")` fits one probe per concept on 75 % of the images
+    and measures its set IoU on the other 25 %; beside it, each concept's **best single unit**: every
+    unit's map thresholded at Network Dissection's rule (the top 0.5 % of its activations), its IoU
+    on the same held-out images.
+    """),
+    code(r"""
+    cv = nsi.concept_vectors(model, concepts, "conv5", progress=False)
+    table = cv.to_pandas()[["concept", "category", "quality", "best_unit", "best_unit_iou", "beats_best_unit",
+                            "top_units"]]
+    table.round(3)
+    """),
+    code(r"""
+    long = table.melt(id_vars=["concept", "category"], value_vars=["quality", "best_unit_iou"],
+                      var_name="probe", value_name="held-out IoU")
+    long["probe"] = long["probe"].map({"quality": "Net2Vec combination", "best_unit_iou": "best single unit"})
+    fig = px.bar(long, x="concept", y="held-out IoU", color="probe", barmode="group", height=360,
+                 title="conv5: Net2Vec's combination of units against the best single unit")
+    fig
+    """),
+    code(r"""
+    shapes = table[table["category"] == "shape"]
+    print(f"the combination beats the best unit for {shapes['beats_best_unit'].sum()} of {len(shapes)} shape "
+          f"concepts and {table['beats_best_unit'].sum()} of {len(table)} concepts")
+    """),
+    md(r"""
+    A concept's vector is a weight per unit: its largest weights are the units that carry it most
+    (attached to an index with `idx.attach("net2vec", cv.to_attachment())`, they show on the units'
+    cards in the Explorer and as columns of `idx.to_pandas()`).
+    """),
+    code(r"""
+    print("units weighing most in 'circle':", cv.top_units("circle", 5))
+    print("units weighing most in 'grain':", cv.top_units("grain", 5))
+    """),
+    md(r"""
+    ## 2. TCAV: does "red" matter to the red classes?
+
+    **Which layer.** The ShapesCNN ends with global average pooling and one linear layer, so the
+    gradient of a class logit with respect to `conv5`'s maps is `fc.weight[c] / (h w)` at every
+    position of *every* image: the directional derivative along any CAV has the same sign for all
+    images and every run scores 0 or 1. Checked here by autograd:
+    """),
+    code(r"""
+    images = torch.stack([concepts[i][0] for i in range(3)])
+    for layer in ("conv5", "conv4"):
+        kept = []
+        module = dict(model.named_modules())[layer]
+        handle = module.register_forward_hook(lambda m, i, o: kept.append(o) or o.retain_grad())
+        model(images.clone().requires_grad_(True))[:, 17].sum().backward()
+        handle.remove()
+        g = kept[0].grad.sum(dim=(2, 3))                   # (3 images, channels)
+        print(f"{layer}: largest difference between the images' gradients {float((g - g[0]).abs().max()):.4f}")
+    """),
+    md(r"""
+    So we test at `conv4`, whose gradient passes through `conv5`'s ReLUs and `pool4`'s maxima and
+    differs from image to image. The concept "red": the concept images with a red shape; the
+    random images: any concept images. 10 concept runs against 10 random-versus-random runs, a
+    two-sided t-test per class, every class of the model with 4 images each.
+    """),
+    code(r"""
+    _, labelled = zoo.load("shapes", n=960, seed=3)                 # 4 images per class
+    red = nsi.tcav(model, "conv4", "red", data=labelled, concept_data=concepts, n_runs=10,
+                   max_target_images=4, progress=False)
+    result = red.to_pandas()
+    result["colour"] = [labelled.class_hierarchies["colour"][name] for name in result["class_name"]]
+    result["verdict"] = np.select([result["significant"] & (result["direction"] > 0),
+                                   result["significant"] & (result["direction"] < 0)],
+                                  ["raises", "lowers"], "not significant")
+    print(f"CAV held-out accuracy {result['cav_accuracy'].iloc[0]:.3f}")
+    pd.crosstab(result["colour"], result["verdict"]).loc[list(zoo.COLORS)]
+    """),
+    code(r"""
+    fig = px.strip(result, x="colour", y="score", color="verdict", hover_name="class_name", height=380,
+                   category_orders={"colour": list(zoo.COLORS)},
+                   title="TCAV score of 'red' at conv4 for each of the 240 classes")
+    fig.add_hline(y=float(result["random_score"].mean()), line_dash="dot",
+                  annotation_text="mean score of random CAVs")
+    fig
+    """),
+    md(r"""
+    Read it as TCAV means it: "red" raises every red class (score near 1). The test is two-sided,
+    so most classes of other colours come out *significant with a score near 0*: red **lowers**
+    them, which is right for a model that must tell a red star from a blue one. Red's hue
+    neighbour magenta is raised for part of its classes (the red direction is partly its), and some
+    classes of other colours show positive sensitivities of the model itself: significance says
+    "not zero", the score says how much. `tests/test_concepts_on_default.py` checks this with 8
+    images per class (all 24 red classes raised; of the 168 classes of the colours that are not
+    red's hue neighbours, 3 % raised).
+
+    ## 3. A random "concept" and the accuracy floor
+
+    100 images picked at random, called a concept: the layer cannot tell them from other random
+    images, so the CAV is noise. Yet the t-test alone would find many "significant" classes: a
+    noise CAV is a fixed direction, and its scores vary less between runs than the null's. A
+    concept counts as significant only when its classifiers reach a held-out accuracy of 0.7
+    (`accuracy_floor`):
+    """),
+    code(r"""
+    chosen = np.random.default_rng(9).choice(len(concepts), 100, replace=False)
+    noise = nsi.tcav(model, "conv4", [concepts[int(i)][0] for i in chosen], data=labelled,
+                     random_data=concepts, n_runs=10, max_target_images=4, progress=False)
+    print(f"classifier accuracy {np.mean(noise.accuracies):.3f} (random: 0.5)")
+    print(f"p < 0.05 for {(noise.p_values < 0.05).mean():.0%} of the classes; significant with the floor: "
+          f"{noise.significant.mean():.0%}")
+    """),
+    md(r"""
+    ## Exercises
+
+    **Exercise 1.** Run TCAV of "red" at `conv5` for the 24 red classes and look at the single
+    runs' scores (`.scores`, one per class and run, and `.random_scores`). What values do they
+    take, and why?
+    """),
+    code(r"""
+    # your answer here
+    """),
+    code(r"""
+    # Answer
+    red_classes = [name for name in labelled.classes if labelled.class_hierarchies["colour"][name] == "red"]
+    deepest = nsi.tcav(model, "conv5", "red", red_classes, data=labelled, concept_data=concepts, n_runs=10,
+                       max_target_images=4, progress=False)
+    print("values of the concept runs' scores:", np.unique(deepest.scores))
+    print("values of the random runs' scores:", np.unique(deepest.random_scores))
+    # every image of a class has the same gradient at conv5 (global average pooling + linear head),
+    # so a run's score is 0 or 1: the share of 4 images that all agree
+    """),
+]
+
+
+COMPARING = [
+    md(r"""
+    # Comparing layers and models: do two architectures learn the same concepts at the same depth?
+
+    Mikriukov, Schwalbe, Hellert and Bade (2023, *Revealing similar semantics inside CNNs*) compare
+    the layers of different networks through their concept vectors and find that similar concepts
+    are learned whatever the architecture, at similar **relative depth**. Here we ask the same of
+    the embedded default's two independently trained models, the VGG-like `ShapesCNN` (five conv
+    layers) and the `ShapesResNet` (a stem and four residual blocks), with three measures
+    (`nsi.layer_similarity`, `docs/methods.md` section 8):
+
+    - **CKA** (Kornblith et al. 2019, debiased, over minibatches): concept-free, how alike the two
+      layers' representations of the same images are;
+    - **TCAV**: per concept, the correlation over held-out images of the two layers' concept scores
+      (each image's features projected on the concept's CAV), averaged over concepts both layers
+      can separate;
+    - **Net2Vec**: per concept, the IoU of the two layers' concept masks on held-out images.
+    """),
+    code(r"""
+    import numpy as np
+    import pandas as pd
+
+    import nsi_widgets as nsi
+    from nsi_widgets import zoo
+    from nsi_widgets.widgets.similarity import SimilarityExplorer, concept_quality_chart, similarity_heatmap
+
+    cnn, resnet = zoo.load_model("cnn"), zoo.load_model("resnet")
+    layers_cnn, layers_resnet = zoo.conv_layers(cnn), zoo.conv_layers(resnet)
+    concepts = zoo.load_concepts("shapes", n=600, seed=4)
+    print(layers_cnn, layers_resnet)
+    """),
+    md(r"""
+    ## 1. CKA within one model
+
+    One model against itself: a layer is most like its neighbours, and the similarity falls off
+    with the distance in depth. The matrix is symmetric with ones on its diagonal.
+    """),
+    code(r"""
+    within = nsi.layer_similarity(cnn, concepts, layers_cnn, method="cka", progress=False)
+    similarity_heatmap(within, labels=("ShapesCNN", "ShapesCNN"), title="CKA between the ShapesCNN's layers")
+    """),
+    md(r"""
+    ## 2. CKA across the two models, by relative depth
+
+    With `relative_depth=True` each layer sits at `(i + 1) / n`; the paper's finding says the high
+    values should lie along the dotted diagonal.
+    """),
+    code(r"""
+    across = nsi.layer_similarity(cnn, concepts, layers_cnn, resnet, layers_resnet, method="cka", progress=False)
+    similarity_heatmap(across, relative_depth=True, labels=("ShapesCNN", "ShapesResNet"),
+                       title="CKA: ShapesCNN x ShapesResNet")
+    """),
+    code(r"""
+    def depth_gaps(similarity):
+        best = similarity.best_matches()
+        best["gap"] = (best["depth_a"] - best["depth_b"]).abs()
+        chance = np.abs(similarity.depth_a[:, None] - similarity.depth_b[None, :]).mean()
+        print(f"{similarity.method}: mean relative-depth gap of the best matches {best['gap'].mean():.2f} "
+              f"(a random match: {chance:.2f})")
+        return best.round(3)
+
+
+    depth_gaps(across)
+    """),
+    md(r"""
+    ## 3. Concept by concept: TCAV, in the SimilarityExplorer
+
+    The concept measure fits a CAV per concept in every layer of each model on 75 % of the images,
+    then compares the layers' concept scores on the other 25 %. Click a cell to see which concepts
+    agree in that pair of layers (grey bars: concepts one of the two layers cannot separate,
+    left out of the mean).
+    """),
+    code(r"""
+    by_concepts = nsi.layer_similarity(cnn, concepts, layers_cnn, resnet, layers_resnet, method="tcav",
+                                       progress=False)
+    explorer = SimilarityExplorer(by_concepts, relative_depth=True, labels=("ShapesCNN", "ShapesResNet"))
+    explorer.select("conv4", "block3")          # what a click on that cell does
+    explorer
+    """),
+    code(r"""
+    depth_gaps(by_concepts)
+    """),
+    md(r"""
+    ## 4. Where each concept emerges
+
+    Each concept's CAV accuracy through relative depth, per model (the mean of each category):
+    colours are separable from the first layers, shapes only deeper, in both architectures.
+    """),
+    code(r"""
+    concept_quality_chart(by_concepts, by="category", labels=("ShapesCNN", "ShapesResNet"))
+    """),
+    md(r"""
+    ## What we found
+
+    For every measure each ShapesCNN layer's most similar ShapesResNet layer lies at a similar
+    relative depth: the first layers match each other, the deepest the deepest, in depth order
+    (measured on 600 images: mean gap CKA 0.08, TCAV 0.04, Net2Vec 0.04, against 0.32 for a random
+    match; `tests/test_concepts_on_default.py`). So the paper's finding holds on the default. The
+    Net2Vec measure (`method="net2vec"`) fits a segmentation probe per concept and layer and takes
+    longer, so the exercise runs it on fewer images.
+
+    ## Exercises
+
+    **Exercise 1.** Compare every other layer of the two models (`conv1, conv3, conv5` against
+    `stem, block2, block4`) with the Net2Vec measure on 200 images. Do its best matches lie at
+    similar relative depths too?
+    """),
+    code(r"""
+    # your answer here
+    """),
+    code(r"""
+    # Answer
+    few = zoo.load_concepts("shapes", n=200, seed=4)
+    maps = nsi.layer_similarity(cnn, few, layers_cnn[::2], resnet, layers_resnet[::2], method="net2vec",
+                                progress=False)
+    depth_gaps(maps)
+    """),
+]
+
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "quickstart": QUICKSTART,
     "colour_selectivity": COLOUR,
@@ -2181,6 +2606,9 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "feature_visualisation": SYNTHESIS,
     "generator_priors": GENERATOR,
     "reproduce_the_paper": PAPER,
+    "network_dissection": DISSECTION,
+    "concept_vectors": CONCEPT_VECTORS,
+    "comparing_layers": COMPARING,
 }
 
 

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = {"quickstart", "colour_selectivity", "class_selectivity", "annotating_neurons", "own_model_and_images",
-            "projections", "feature_visualisation", "generator_priors", "reproduce_the_paper"}
+            "projections", "feature_visualisation", "generator_priors", "reproduce_the_paper",
+            "network_dissection", "concept_vectors", "comparing_layers"}
 KERNEL = "python3"
 CELL_TIMEOUT = 600  # seconds per cell: generous for a loaded machine; the notebooks take ~10-40 s each
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes of IPython tracebacks

@@ -108,7 +108,7 @@ registerCardView("classes", {
         (bars.selectivity !== null ? ` · class selectivity ${fmt(bars.selectivity, 4)}` : "") +
         ` · ${bars.population} classes ≥ 10%`;
     }
-    const list = h("div");
+    const list = h("div", { class: "nsi-class-list", tabindex: "0", "aria-label": "class frequencies" });
     box.append(list, caption);
     renderClassBars(list, bars, { grouped: true });
     box.dataset.unit = String(unit);

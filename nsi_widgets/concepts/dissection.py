@@ -24,7 +24,7 @@ labels every category (the embedded default's concept set) they agree.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -138,7 +138,8 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
         passes = PassOptions(batch_size, num_workers, device, preprocess, check, progress)
         ckpt = _checkpoint(model, modules, concept_data, concepts, options, check)
         quantiles = QuantileConsumer(plans, quantile)
-        run_pass("dissection: quantiles", model, concept_data, modules, [quantiles], passes, checkpoint=ckpt)
+        images_only = replace(passes, check=replace(check, split=_image_of))      # the first pass needs no masks
+        run_pass("dissection: quantiles", model, concept_data, modules, [quantiles], images_only, checkpoint=ckpt)
         thresholds = quantiles.thresholds()
         tallies = IoUConsumer(plans, thresholds, concepts)
         run_pass("dissection: IoU", model, concept_data, modules, [tallies], passes, checkpoint=ckpt)
@@ -151,6 +152,13 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
             "n_images": len(concept_data), "image_size": list(concepts.image_size),
             "mask_size": list(concepts.mask_size), "world_size": distributed.world_size()}
     return DissectionResult(layers_out, meta)
+
+
+def _image_of(item, index: int):
+    """``(image, -1, None)`` of a concept item (its masks are read and checked in the IoU pass)."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise InputError(f"concept data item {index}: items must be (image, masks), got {type(item).__name__}")
+    return item[0], -1, None
 
 
 def _device(model, device) -> torch.device:
@@ -228,38 +236,82 @@ def _checkpoint(model, modules, data, concepts, options: DissectOptions, check) 
 # Pass 1: quantiles
 # ---------------------------------------------------------------------------------------------
 class QuantileConsumer(Consumer):
-    """Per layer and unit, the largest ``keep`` activation values (of all positions or of the sample)."""
+    """Per layer and unit, the largest ``keep`` activation values (of all positions or of the sample).
+
+    Once a unit holds ``keep`` values, the smallest of them bounds what can still enter: a batch's
+    values above it are found through row maxima (one reduction over the map, then only the rows
+    that reach the bound), buffered, and folded in with ``topk`` when the buffer outgrows the kept
+    values (and before any state is read), so the kept values are always the exact top ``keep``.
+    """
 
     def __init__(self, plans: dict[str, _LayerPlan], quantile: float):
         self.plans, self.quantile = plans, float(quantile)
         self.layers = tuple(plans)
         self.values = {name: torch.empty(p.n_units, 0) for name, p in plans.items()}
+        self._pending: dict[str, list] = {name: [] for name in plans}
+        self._lower: dict[str, torch.Tensor | None] = {name: None for name in plans}
 
     def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
         plan = self.plans[name]
-        flat = output.detach().float().flatten(2)               # (B, C, X)
+        maps = output.detach().float()                                   # (B, C, h, w)
         if plan.sampled:
+            flat = maps.flatten(2)
             picks = torch.stack([_sample_positions(int(i), flat.shape[2], plan.positions)
                                  for i in batch.indices.tolist()]).to(flat.device)
-            flat = flat.gather(2, picks[:, None, :].expand(-1, flat.shape[1], -1))
-        values = flat.permute(1, 0, 2).reshape(flat.shape[1], -1).cpu()
-        self.values[name] = _top(torch.cat([self.values[name], values], dim=1), plan.keep)
+            maps = flat.gather(2, picks[:, None, :].expand(-1, flat.shape[1], -1))[:, :, None, :]
+        lower = self._lower[name]
+        if lower is None:                                                 # still filling: keep everything
+            values = maps.transpose(0, 1).reshape(maps.shape[1], -1).cpu()
+            self._set(name, _top(torch.cat([self.values[name], values], dim=1), plan.keep))
+            return
+        units, values, _ = _above(maps, lower.to(maps.device), by_unit=True)
+        if len(values):
+            self._pending[name].append((units.cpu(), values.cpu()))
+            if sum(len(v) for _, v in self._pending[name]) > self.values[name].numel():
+                self._fold(name)
+
+    def _set(self, name: str, values: torch.Tensor) -> None:
+        self.values[name] = values
+        full = values.shape[1] >= self.plans[name].keep and values.shape[1] > 0
+        self._lower[name] = values.amin(dim=1) if full else None
+
+    def _fold(self, name: str) -> None:
+        """Merge the buffered values of ``name`` into its kept values."""
+        pending, self._pending[name] = self._pending[name], []
+        if not pending:
+            return
+        units = torch.cat([u for u, _ in pending])
+        values = torch.cat([v for _, v in pending])
+        n_units = self.plans[name].n_units
+        counts = torch.bincount(units, minlength=n_units)
+        dense = torch.full((n_units, int(counts.max())), -math.inf)
+        order = torch.argsort(units, stable=True)
+        units, values = units[order], values[order]
+        first = torch.cumsum(counts, 0) - counts
+        dense[units, torch.arange(len(units)) - first[units]] = values
+        self._set(name, _top(torch.cat([self.values[name], dense], dim=1), self.plans[name].keep))
 
     def state(self) -> dict[str, np.ndarray]:
+        for name in self.plans:
+            self._fold(name)
         return {name: v.numpy().copy() for name, v in self.values.items()}
 
     def load_state(self, state) -> None:
-        self.values = {name: torch.from_numpy(np.array(state[name], dtype=np.float32)) for name in self.plans}
+        for name in self.plans:
+            self._pending[name] = []
+            self._set(name, torch.from_numpy(np.array(state[name], dtype=np.float32)))
 
     def merge_state(self, state) -> None:
         for name, plan in self.plans.items():
+            self._fold(name)
             theirs = torch.from_numpy(np.asarray(state[name], dtype=np.float32))
-            self.values[name] = _top(torch.cat([self.values[name], theirs], dim=1), plan.keep)
+            self._set(name, _top(torch.cat([self.values[name], theirs], dim=1), plan.keep))
 
     def thresholds(self) -> dict[str, np.ndarray]:
         """Per layer ``(C,)`` float64: ``numpy.quantile(values, 1 - quantile)`` with linear interpolation."""
         out = {}
         for name, plan in self.plans.items():
+            self._fold(name)
             top = np.sort(self.values[name].numpy().astype(np.float64), axis=1)[:, ::-1]   # descending
             if top.shape[1] < plan.keep:
                 raise RuntimeError(f"layer {name!r}: {top.shape[1]} values kept, {plan.keep} needed")
@@ -268,6 +320,21 @@ class QuantileConsumer(Consumer):
 
     def result(self):
         return self.thresholds()
+
+
+def _above(maps: torch.Tensor, bound: torch.Tensor, by_unit: bool = False, rowmax: torch.Tensor | None = None):
+    """The entries of ``maps`` (B, C, h, w) above ``bound`` (C,): ``(units, values, (b, y, x))``.
+
+    Row maxima first (one reduction; or given), then only the rows that reach the bound are compared.
+    With ``by_unit`` the entries come ordered by unit (else by image)."""
+    rowmax = maps.amax(dim=3) if rowmax is None else rowmax               # (B, C, h)
+    if by_unit:
+        c, b, y = (rowmax.transpose(0, 1) > bound[:, None, None]).nonzero().unbind(1)
+    else:
+        b, c, y = (rowmax > bound[None, :, None]).nonzero().unbind(1)
+    rows = maps[b, c, y]                                                  # (r, w)
+    r, x = (rows > bound[c][:, None]).nonzero().unbind(1)
+    return c[r], rows[r, x], (b[r], y[r], x)
 
 
 def _top(values: torch.Tensor, keep: int) -> torch.Tensor:
@@ -304,16 +371,23 @@ def _linear_quantile(descending: np.ndarray, total: int, quantile: float) -> np.
 # ---------------------------------------------------------------------------------------------
 class IoUConsumer(Consumer):
     """Integer tallies per layer: ``|M_k & L_c|`` (C, K), ``|M_k|`` overall (C,) and per labelled
-    category (C, G), positions above the threshold (C,), and ``|L_c|`` (K,)."""
+    category (C, G), positions above the threshold (C,), and ``|L_c|`` (K,).
 
-    _CHUNK = 2**22  # mask pixels upsampled at once (float64)
+    Per batch, each mask pixel's set of concepts becomes a *pattern* id (the distinct patterns of the
+    batch, :func:`_mask_patterns`), so a thresholded pixel costs one lookup, not one per concept.
+    Per layer, only the cells of the upsampling (:class:`~.upsample.CellAxis`) next to a map position
+    above ``T_k`` can hold pixels above it; their pixels are upsampled with the formula of
+    :class:`~.upsample.AlignedUpsampler` (the same float64 operations, so the same values) and
+    compared with ``T_k``.
+    """
+
+    _CELL_PIXELS = 2**21  # cell pixels upsampled at once
 
     def __init__(self, plans: dict[str, _LayerPlan], thresholds: dict[str, np.ndarray], concepts: ConceptSet):
         self.plans, self.layers = plans, tuple(plans)
-        self.thresholds = {n: torch.from_numpy(t) for n, t in thresholds.items()}
+        self.thresholds = {n: torch.from_numpy(np.asarray(t, dtype=np.float64)) for n, t in thresholds.items()}
         self.n_categories = len(concepts.category_names)
-        self._category_onehot = torch.nn.functional.one_hot(torch.from_numpy(concepts.category_of),
-                                                            self.n_categories).float()
+        self._category_onehot = np.eye(self.n_categories, dtype=np.int64)[concepts.category_of]   # (K, G)
         k = len(concepts.concepts)
         self.tallies = {n: {"both": np.zeros((p.n_units, k), np.int64), "units": np.zeros(p.n_units, np.int64),
                             "units_cat": np.zeros((p.n_units, self.n_categories), np.int64),
@@ -321,42 +395,86 @@ class IoUConsumer(Consumer):
         self.concept_pixels = np.zeros(k, np.int64)
         self._batch: dict = {}
 
-    def _masks(self, batch: Batch):
-        """The batch's masks as (B, Hm, Wm, K) and which categories each image labels (B, G)."""
+    def _masks(self, batch: Batch) -> dict:
+        """The batch's mask patterns, computed once per batch (see :func:`_mask_patterns`)."""
         if self._batch.get("number") != batch.number:
-            masks = batch.extra
-            present = masks.flatten(2).any(dim=2)                        # (B, K)
-            labelled = (present.float() @ self._category_onehot) > 0          # (B, G)
-            self._batch = {"number": batch.number, "pixels": masks.permute(0, 2, 3, 1).contiguous(),
-                           "labelled": labelled, "counted": False}
+            self._batch = {"number": batch.number, **_mask_patterns(batch.extra, self._category_onehot)}
         return self._batch
 
     def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
         masks = self._masks(batch)
         tally, plan = self.tallies[name], self.plans[name]
-        threshold = self.thresholds[name].to(output.device)
-        maps = output.detach().to(torch.float64)                          # (B, C, h, w)
-        tally["above"] += (maps > threshold[None, :, None, None]).sum(dim=(0, 2, 3)).cpu().numpy()
-        active = (maps.amax(dim=(2, 3)) > threshold[None, :]).nonzero().cpu()  # (n, 2): image, unit
-        pixels = masks["pixels"]
-        per = max(1, self._CHUNK // max(1, pixels.shape[1] * pixels.shape[2]))
-        for start in range(0, len(active), per):
-            pairs = active[start:start + per]
-            b, c = pairs[:, 0], pairs[:, 1]
-            up = plan.upsampler(maps[b.to(maps.device), c.to(maps.device)]).cpu()
-            above = up > self.thresholds[name][c][:, None, None]           # (n, Hm, Wm)
-            counts = above.flatten(1).sum(dim=1)
-            tally["units"] += np.bincount(c.numpy(), weights=counts.numpy(), minlength=plan.n_units).astype(np.int64)
-            per_cat = counts[:, None] * masks["labelled"][b].long()
-            np.add.at(tally["units_cat"], c.numpy(), per_cat.numpy())
-            where = above.nonzero()                                        # (m, 3): pair, y, x
-            hits = pixels[b[where[:, 0]], where[:, 1], where[:, 2]].long()  # (m, K)
-            both = torch.zeros(plan.n_units, hits.shape[1], dtype=torch.int64)
-            both.index_add_(0, c[where[:, 0]], hits)
-            tally["both"] += both.numpy()
+        maps = output.detach()
+        maps = maps if maps.dtype == torch.float64 else maps.float()
+        thresholds = self.thresholds[name].to(maps.device)
+        rowmax = maps.amax(dim=3)                                                 # (B, C, h)
+        wide = _candidate_bound(maps.amin(), rowmax, thresholds)
+        units, values, (b, y, x) = _above(maps, _narrow(wide, maps.dtype), rowmax=rowmax)
+        tally["above"] += np.bincount(units[values.double() > thresholds[units]].cpu().numpy(),
+                                      minlength=plan.n_units)
+        if not len(units):
+            return
+        if plan.upsampler.identity:             # the map is the mask: the positions above T_k are M_k
+            above = values.double() > thresholds[units]
+            self._tally(name, units[above].cpu().numpy(), b[above].cpu(), y[above].cpu(), x[above].cpu(), masks)
+            return
+        cells = _cells(plan.upsampler.cells, units, b, y, x, maps.shape)
+        per = max(1, self._CELL_PIXELS // max(1, plan.upsampler.cells[0].max_length * plan.upsampler.cells[1].max_length))
+        for start in range(0, len(cells[0]), per):
+            chunk = tuple(t[start:start + per] for t in cells)
+            self._count(name, maps, thresholds, wide, chunk, masks)
+
+    def _count(self, name, maps, thresholds, wide, cells, masks) -> None:
+        """Upsample the pixels of ``cells`` (unit, image, cell row, cell column), threshold and tally them."""
+        c, b, i, j = cells
+        plan, tally = self.plans[name], self.tallies[name]
+        ay, ax = plan.upsampler.cells
+        ty, tx = ay.torch, ax.torch
+        ni, nj = ty["nxt"][i], tx["nxt"][j]
+        corner = lambda r, q: maps[b, c, r, q].to(torch.float64)[:, None]          # noqa: E731
+        a00, a10, a01, a11 = corner(i, j), corner(ni, j), corner(i, nj), corner(ni, nj)
+        if ay.max_length * ax.max_length > 1:
+            # The blend is bilinear in (fy, fx), so a cell's largest value is at one of its four outermost
+            # pixels (f is monotone within a cell): skip the cells where none of them reaches the bound.
+            ends_y = torch.stack([ty["start"][i], ty["start"][i] + ty["length"][i] - 1], dim=1)
+            ends_x = torch.stack([tx["start"][j], tx["start"][j] + tx["length"][j] - 1], dim=1)
+            gy, gx = ty["f"][ends_y], tx["f"][ends_x]
+            left, right = a00 * (1 - gy) + a10 * gy, a01 * (1 - gy) + a11 * gy
+            peak = (left[:, :, None] * (1 - gx)[:, None, :] + right[:, :, None] * gx[:, None, :]).flatten(1).amax(1)
+            keep = peak > wide[c]
+            if not keep.all():
+                c, b, i, j, ni, nj = c[keep], b[keep], i[keep], j[keep], ni[keep], nj[keep]
+                a00, a10, a01, a11 = a00[keep], a10[keep], a01[keep], a11[keep]
+        steps_y, steps_x = torch.arange(ay.max_length), torch.arange(ax.max_length)
+        rows = ty["start"][i][:, None] + steps_y                                   # (n, Ly)
+        cols = tx["start"][j][:, None] + steps_x                                   # (n, Lx)
+        inside_y = steps_y[None, :] < ty["length"][i][:, None]
+        inside_x = steps_x[None, :] < tx["length"][j][:, None]
+        rows, cols = torch.where(inside_y, rows, 0), torch.where(inside_x, cols, 0)
+        fy, fx = ty["f"][rows], tx["f"][cols]
+        left = a00 * (1 - fy) + a10 * fy                                           # (n, Ly): rows first
+        right = a01 * (1 - fy) + a11 * fy
+        up = left[:, :, None] * (1 - fx)[:, None, :] + right[:, :, None] * fx[:, None, :]
+        hit = (up > thresholds[c][:, None, None]) & inside_y[:, :, None] & inside_x[:, None, :]
+        cell, dy, dx = hit.nonzero().unbind(1)
+        if not len(cell):
+            return
+        self._tally(name, c[cell].cpu().numpy(), b[cell].cpu(), rows[cell, dy].cpu(), cols[cell, dx].cpu(), masks)
+
+    def _tally(self, name, unit: np.ndarray, image: torch.Tensor, row: torch.Tensor, col: torch.Tensor, masks) -> None:
+        """Count the thresholded pixels ``(unit, image, row, col)`` into the layer's tallies."""
+        plan, tally = self.plans[name], self.tallies[name]
+        pixel = (image * masks["pixels"] + row * masks["width"] + col).numpy()
+        n_units, n_images = plan.n_units, masks["labelled"].shape[0]
+        tally["units"] += np.bincount(unit, minlength=n_units)
+        per_image = np.bincount(unit * n_images + image.numpy(), minlength=n_units * n_images)
+        tally["units_cat"] += per_image.reshape(n_units, n_images) @ masks["labelled"]
+        patterns = masks["patterns"]
+        key = unit * len(patterns) + masks["pattern_of"][pixel]
+        tally["both"] += np.bincount(key, minlength=n_units * len(patterns)).reshape(n_units, -1) @ patterns
 
     def on_batch(self, batch: Batch) -> None:
-        self.concept_pixels += batch.extra.sum(dim=(0, 2, 3)).numpy().astype(np.int64)
+        self.concept_pixels += self._masks(batch)["concept_pixels"]
 
     def state(self) -> dict[str, np.ndarray]:
         out = {f"{n}|{k}": v.copy() for n, t in self.tallies.items() for k, v in t.items()}
@@ -377,6 +495,79 @@ class IoUConsumer(Consumer):
 
     def result(self):
         return self.tallies
+
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _candidate_bound(smallest: torch.Tensor, rowmax: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Per unit, a float64 bound just below ``T_k``: every upsampled value above ``T_k`` has a cell
+    corner above it. (A blend of corners never exceeds the largest in exact arithmetic; in float64 by
+    at most a few roundings of the largest magnitude, which the margin covers: ``smallest`` is the
+    layer's smallest value in the batch, ``rowmax`` its row maxima.)"""
+    magnitude = torch.maximum(smallest.abs(), rowmax.abs().amax(dim=(0, 2))).double()
+    return thresholds - 16 * _EPS * torch.maximum(magnitude, thresholds.abs())
+
+
+def _narrow(bound: torch.Tensor, dtype) -> torch.Tensor:
+    """``bound`` in ``dtype``, rounded down: ``x > result`` for every ``x`` of ``dtype`` above ``bound``."""
+    if dtype == torch.float64:
+        return bound
+    narrow = bound.to(dtype)                          # rounded down, so that x > narrow for every x > bound
+    return torch.where(narrow.double() > bound, torch.nextafter(narrow, torch.tensor(-math.inf, dtype=dtype)), narrow)
+
+
+def _cells(axes, units, b, y, x, shape) -> tuple[torch.Tensor, ...]:
+    """The distinct cells ``(unit, image, i, j)`` next to the map positions ``(units, b, y, x)``."""
+    ay, ax = axes
+    cy, cx = ay.torch["touch"][y], ax.torch["touch"][x]                            # (n, 2) each, -1 = none
+    n_images, n_units, h, w = shape
+    if ay.single and ax.single:
+        keep = (cy[:, 0] >= 0) & (cx[:, 0] >= 0)
+        return units[keep], b[keep], cy[keep, 0], cx[keep, 0]
+    ci = cy[:, :, None].expand(-1, 2, 2).reshape(-1)
+    cj = cx[:, None, :].expand(-1, 2, 2).reshape(-1)
+    uu, bb = units.repeat_interleave(4), b.repeat_interleave(4)
+    keep = (ci >= 0) & (cj >= 0)
+    key = torch.unique(((uu[keep] * n_images + bb[keep]) * h + ci[keep]) * w + cj[keep])
+    j = key % w
+    i = (key // w) % h
+    rest = key // (w * h)
+    return rest // n_images, rest % n_images, i, j
+
+
+def _mask_patterns(masks: torch.Tensor, category_onehot: np.ndarray) -> dict:
+    """Each mask pixel's set of concepts as an id into the batch's distinct sets (``patterns``).
+
+    Returns ``pattern_of`` (B * Hm * Wm,) int64, ``patterns`` (n, K) int64 0/1, ``labelled`` (B, G) int64
+    (category labelled in the image), ``concept_pixels`` (K,), and the layout (``pixels`` per image,
+    ``width``)."""
+    n_images, k, hm, wm = masks.shape
+    bits = masks.cpu().numpy().reshape(n_images, k, hm * wm).view(np.uint8)
+    n_bytes = max(1, -(-k // 8))
+    packed = np.zeros((n_images, hm * wm, max(8, n_bytes)), np.uint8)
+    acc, shifted = np.empty((n_images, hm * wm), np.uint8), np.empty((n_images, hm * wm), np.uint8)
+    for byte in range(n_bytes):
+        acc[:] = bits[:, 8 * byte]
+        for bit in range(1, min(8, k - 8 * byte)):
+            np.left_shift(bits[:, 8 * byte + bit], np.uint8(bit), out=shifted)
+            np.bitwise_or(acc, shifted, out=acc)
+        packed[:, :, byte] = acc
+    flat = packed.reshape(n_images * hm * wm, -1)
+    if flat.shape[1] == 8:
+        codes, pattern_of = np.unique(flat.view(np.int64)[:, 0], return_inverse=True)
+        pattern_bytes = codes.view(np.uint8).reshape(-1, 8)
+    else:
+        codes, pattern_of = np.unique(flat.view(np.dtype((np.void, flat.shape[1])))[:, 0], return_inverse=True)
+        pattern_bytes = codes.view(np.uint8).reshape(-1, flat.shape[1])
+    patterns = np.unpackbits(pattern_bytes, axis=1, bitorder="little")[:, :k].astype(np.int64)
+    pattern_of = pattern_of.reshape(-1).astype(np.int64)
+    n_patterns = len(patterns)
+    image = np.repeat(np.arange(n_images), hm * wm)
+    counts = np.bincount(image * n_patterns + pattern_of, minlength=n_images * n_patterns).reshape(n_images, -1)
+    present = (counts > 0).astype(np.int64) @ patterns                              # (B, K)
+    return {"pattern_of": pattern_of, "patterns": patterns, "labelled": ((present @ category_onehot) > 0).astype(np.int64),
+            "concept_pixels": counts.sum(axis=0) @ patterns, "pixels": hm * wm, "width": wm}
 
 
 def _layer_result(name: str, plan: _LayerPlan, thresholds: np.ndarray, tallies: IoUConsumer,

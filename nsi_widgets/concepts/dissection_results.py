@@ -7,14 +7,13 @@ result.to_attachment())``) so that the Explorer and ``idx.to_pandas()`` show eac
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.layered import LayerMapping
 from ..core.storage import read_archive, write_archive
 
 FORMAT = "nsi-widgets-dissection"
@@ -89,7 +88,7 @@ class LayerDissection:
         return [(self.concepts[k], self.categories[k], float(self.iou[int(unit), k])) for k in order]
 
 
-class DissectionResult(Mapping):
+class DissectionResult(LayerMapping):
     """Network Dissection of several layers; ``result[layer]`` is a :class:`LayerDissection`.
 
     Attributes
@@ -98,25 +97,12 @@ class DissectionResult(Mapping):
         Settings (quantile, iou_threshold, union convention, model fingerprint, number of images, ...).
     """
 
+    _what = "dissection"
+
     def __init__(self, layers: dict[str, LayerDissection], meta: dict | None = None):
         self._layers = dict(layers)
         self.meta = dict(meta or {})
 
-    def __getitem__(self, layer: str) -> LayerDissection:
-        try:
-            return self._layers[layer]
-        except KeyError:
-            raise KeyError(f"no layer {layer!r} in this dissection; dissected layers: {list(self._layers)}") from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._layers)
-
-    def __len__(self) -> int:
-        return len(self._layers)
-
-    @property
-    def layers(self) -> list[str]:
-        return list(self._layers)
 
     def to_pandas(self):
         """One row per unit: layer, unit, best concept, its category and IoU, detector or not, threshold."""

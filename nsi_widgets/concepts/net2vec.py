@@ -14,8 +14,10 @@ Loss (Net2Vec's, linear in ``p``), per concept over the pixels of the fitting im
     L_c = -mean_x [alpha_c M_c(x) p_c(x) + (1 - alpha_c) (1 - M_c(x)) (1 - p_c(x))]
     alpha_c = 1 - (foreground pixels of c) / (all pixels)   over the fitting images
 
-minimised from zero by AdamW (lr 0.1, weight decay 0.01 on the weights, not the bias), ``epochs``
-passes over the fitting images in seeded random order, ``images_per_step`` images a step.
+minimised from zero by SGD with momentum 0.9 (default lr 1.0, each concept's loss divided by
+``2 alpha_c (1 - alpha_c)``) or AdamW (``optimizer="adamw"``, the authors' later code: lr 0.1,
+weight decay 0.01 on the weights, not the bias), ``epochs`` passes over the fitting images in seeded
+random order, ``images_per_step`` images a step.
 
 Passes (one forward each, all layers at once):
 

@@ -44,6 +44,7 @@ class AlignedUpsampler:
                             for a, (lo, _, f) in enumerate(self.axes))
         self._torch = [(torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(f))
                        for lo, hi, f in self.axes]
+        self.cells = [CellAxis(lo, hi, f, map_size[a]) for a, (lo, hi, f) in enumerate(self.axes)]
 
     def __call__(self, maps: torch.Tensor) -> torch.Tensor:
         x = maps.to(torch.float64)
@@ -54,3 +55,31 @@ class AlignedUpsampler:
         (ly, hy, fy), (lx, hx, fx) = self._torch
         x = x[:, ly, :] * (1 - fy)[:, None] + x[:, hy, :] * fy[:, None]
         return x[:, :, lx] * (1 - fx) + x[:, :, hx] * fx
+
+
+class CellAxis:
+    """One axis of an :class:`AlignedUpsampler` seen from the map: which mask pixels each map row feeds.
+
+    Mask pixels ``v`` with ``lo[v] == i`` form the contiguous block ``start[i] .. start[i] + length[i]``
+    of *cell* ``i``; every pixel of the block blends rows ``i`` and ``nxt[i]`` (``= hi`` of the block, or
+    ``i`` itself where all its weights ``f`` are 0). ``touch[y]`` lists the (at most two) cells whose
+    pixels depend on map row ``y`` (``-1`` for none): an upsampled value exceeds a threshold only in a
+    cell with a corner above it, so cells next to the map positions above it are all that need upsampling.
+    """
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, f: np.ndarray, map_length: int):
+        cells = np.arange(map_length)
+        self.start = np.searchsorted(lo, cells, side="left").astype(np.int64)
+        self.length = (np.searchsorted(lo, cells, side="right") - self.start).astype(np.int64)
+        uses_next = np.zeros(map_length, bool)
+        np.logical_or.at(uses_next, lo, f > 0)
+        self.nxt = np.where(uses_next, np.minimum(cells + 1, map_length - 1), cells).astype(np.int64)
+        touch = np.full((map_length, 2), -1, np.int64)
+        touch[:, 0] = np.where(self.length > 0, cells, -1)
+        before = (cells >= 1) & (self.length[np.maximum(cells - 1, 0)] > 0) & (self.nxt[np.maximum(cells - 1, 0)] == cells)
+        touch[:, 1] = np.where(before, cells - 1, -1)
+        self.touch = touch
+        self.max_length = int(self.length.max()) if map_length else 0
+        self.single = bool((touch[:, 1] < 0).all())          # every map row feeds one cell at most
+        self.torch = {name: torch.from_numpy(getattr(self, name)) for name in ("start", "length", "nxt", "touch")}
+        self.torch["f"] = torch.from_numpy(np.ascontiguousarray(f))

@@ -11,14 +11,13 @@ concept's largest weight).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.layered import LayerMapping
 from ..core.storage import read_archive, write_archive
 
 FORMAT = "nsi-widgets-concept-vectors"
@@ -141,28 +140,14 @@ def _attachment_arrays(cv: ConceptVectors) -> dict[str, np.ndarray]:
             **{f"details/{name}": value for name, value in cv.details.items()}}
 
 
-class ConceptVectorSet(Mapping):
+class ConceptVectorSet(LayerMapping):
     """Concept vectors of several layers of one model; ``result[layer]`` is a :class:`ConceptVectors`."""
+
+    _what = "set of concept vectors"
 
     def __init__(self, layers: dict[str, ConceptVectors], meta: dict | None = None):
         self._layers = dict(layers)
         self.meta = dict(meta or {})
-
-    def __getitem__(self, layer: str) -> ConceptVectors:
-        try:
-            return self._layers[layer]
-        except KeyError:
-            raise KeyError(f"no layer {layer!r} here; layers: {list(self._layers)}") from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._layers)
-
-    def __len__(self) -> int:
-        return len(self._layers)
-
-    @property
-    def layers(self) -> list[str]:
-        return list(self._layers)
 
     def quality(self) -> np.ndarray:
         """``(L, K)``: every concept's quality in every layer (the curve of each concept through depth)."""

@@ -43,9 +43,9 @@ def concept_vectors(model: nn.Module, concept_data, layer, method: str = "net2ve
         Net2Vec's segmentation probes (``quality`` = held-out set IoU; ``details`` has the best
         single unit's IoU for comparison) or TCAV's CAVs (``quality`` = held-out accuracy).
     options : Net2VecOptions or CAVOptions, optional
-        The method's settings (default ``Net2VecOptions()``: raw activations, 30 epochs of AdamW at
-        lr 0.1, 256 sampled pixels per image; ``CAVOptions()``: pooled features, alpha 0.01, 100
-        concept images against 100 random ones). ``Net2VecOptions(binarise=True)`` probes the
+        The method's settings (default ``Net2VecOptions()``: raw activations, 50 epochs of SGD with
+        momentum at lr 1.0, 128 sampled pixels per image; ``CAVOptions()``: pooled features, alpha
+        0.01, 100 concept images against 100 random ones). ``Net2VecOptions(binarise=True)`` probes the
         activations thresholded at Network Dissection's quantile.
     test_fraction : float
         Share of the concept data held out (seeded by ``seed``).

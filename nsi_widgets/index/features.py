@@ -181,14 +181,28 @@ class NeuronFeatureAccumulator(Consumer):
             ys, ye, xs, xe = max(0, -y), min(h, height - y), max(0, -x), min(w, width - x)
             if weight > 0 and ye > ys and xe > xs:
                 partial[unit, :, ys:ye, xs:xe].add_(images[b, :, y + ys: y + ye, x + xs: x + xe], alpha=weight)
-        touched = torch.from_numpy(np.unique(units))
-        self.sums[touched] += torch.round(partial[touched].double() * _FIXED_POINT).long()
-        partial[touched] = 0
+        self._flush(np.unique(units))
         if self.n_thumbnails:
             keep = np.nonzero(ranks < self.n_thumbnails)[0]
             if len(keep):
                 crops, _ = gather_crops(images, batch_pos[keep], y0[keep], x0[keep], size)
                 self._store_thumbnails(crops, units[keep], ranks[keep])
+
+    def _flush(self, touched: np.ndarray) -> None:
+        """Add this batch's float32 partial sums of the ``touched`` units to the int64 totals.
+
+        ``round(partial * 2**32)`` is computed in float32: scaling by a power of two is exact and the
+        rounding of the same float32 value to an integer is the same number in any precision, so this
+        equals the float64 computation while moving half the bytes (partial sums stay far below
+        ``2**31``, the largest value ``* 2**32`` that int64 holds)."""
+        partial = self._partial
+        if 2 * len(touched) >= len(partial):  # most units: whole-tensor in-place ops beat gathering rows
+            self.sums.add_(partial.mul_(_FIXED_POINT).round_().long())
+            partial.zero_()
+            return
+        rows = torch.from_numpy(touched)
+        self.sums.index_add_(0, rows, partial.index_select(0, rows).mul_(_FIXED_POINT).round_().long())
+        partial.index_fill_(0, rows, 0)
 
     def _store_thumbnails(self, crops: torch.Tensor, units: np.ndarray, ranks: np.ndarray) -> None:
         if self.thumb_factor > 1:

@@ -6,14 +6,14 @@ by :func:`load_index`, both here, so that the containers and their format change
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..core.errors import IndexFileError, InputError
+from ..core.layered import LayerMapping
 from ..core.receptive_field import ReceptiveField
 from ..core.storage import read_archive, write_archive
 
@@ -134,7 +134,7 @@ class Attachment:
     columns: dict[str, list[str]] = field(default_factory=dict)
 
 
-class NeuronIndex(Mapping):
+class NeuronIndex(LayerMapping):
     """The index of several layers of one model over one dataset.
 
     ``idx[layer]`` is a :class:`LayerIndex`; ``idx.layers`` lists the layer names in scan order.
@@ -152,6 +152,8 @@ class NeuronIndex(Mapping):
     attachments : dict of str to Attachment
         Results of other methods on the same model (see :meth:`attach`), saved with the index.
     """
+
+    _what = "index"
 
     def __init__(self, layers: dict[str, LayerIndex], meta: dict | None = None,
                  class_names: list[str] | None = None, class_parents: dict[str, str] | None = None,
@@ -187,24 +189,6 @@ class NeuronIndex(Mapping):
                     raise InputError(f"attachment column {column!r} of layer {layer!r} must have one value "
                                      f"per unit ({self._layers[layer].n_units})")
         self.attachments[name] = attachment
-
-    # Mapping protocol -------------------------------------------------------------------------
-    def __getitem__(self, layer: str) -> LayerIndex:
-        try:
-            return self._layers[layer]
-        except KeyError:
-            raise KeyError(f"no layer {layer!r} in this index; indexed layers: {self.layers}") from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._layers)
-
-    def __len__(self) -> int:
-        return len(self._layers)
-
-    @property
-    def layers(self) -> list[str]:
-        """Indexed layer names, in scan order."""
-        return list(self._layers)
 
     @property
     def n_units(self) -> int:
