@@ -17,14 +17,26 @@ import argparse
 import importlib.util
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 
 def load_model(path: str, class_name: str, kwargs: dict, state: str) -> torch.nn.Module:
-    spec = importlib.util.spec_from_file_location("_bench_model", path)
+    """The model class from its source file, loaded as a module of a stand-in package for its folder, so
+    its relative imports of sibling files (``from .shapes import CLASSES``) resolve without importing
+    nsi_widgets (and its dependencies) into this venv."""
+    import sys
+    import types
+
+    folder = str(Path(path).resolve().parent)
+    package = types.ModuleType("_bench_pkg")
+    package.__path__ = [folder]
+    sys.modules["_bench_pkg"] = package
+    spec = importlib.util.spec_from_file_location(f"_bench_pkg.{Path(path).stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     model = getattr(module, class_name)(**kwargs)
     model.load_state_dict(torch.load(state, map_location="cpu", weights_only=True))
