@@ -226,6 +226,12 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return x.astype(np.uint8)
 
 
+def unit_rows(arrays: Mapping, key: str, unit: int) -> np.ndarray:
+    """Rows of an on-demand attachment's arrays that hold ``unit`` (``arrays[key]`` lists the unit of
+    each row; a layer with nothing computed yet has no such array: no rows)."""
+    return np.flatnonzero(np.asarray(arrays.get(key, np.zeros(0, np.int64))) == unit)
+
+
 def png_bytes(image: np.ndarray, compress_level: int = 6) -> bytes:
     """Encode an ``(H, W, 3)`` uint8 array as PNG."""
     from PIL import Image

@@ -84,8 +84,7 @@ def _names(attachment) -> tuple[list[str], list[str]]:
 
 
 def _pictures(arrays, unit: int, names, categories, max_px: int) -> dict:
-    units = np.asarray(arrays.get("picture_units", np.zeros(0, np.int64)))
-    rows = np.flatnonzero(units == unit)
+    rows = _data.unit_rows(arrays, "picture_units", unit)
     if not len(rows):
         return {}
     row = int(rows[0])

@@ -33,7 +33,7 @@ def generated_payload(attachment, layer: str, unit: int, crop_px: int = CORE_OPT
     out: dict[str, Any] = {"computed": False,
                            "recipe": ", ".join(f"{k} {meta[k]}" for k in keys if k in meta)}
     arrays = attachment.arrays.get(layer) or {}
-    rows = np.flatnonzero(np.asarray(arrays.get("units", np.zeros(0, np.int64))) == unit)
+    rows = _data.unit_rows(arrays, "units", unit)
     if not len(rows):
         return out
     row = int(rows[0])

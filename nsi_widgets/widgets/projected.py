@@ -42,7 +42,7 @@ def projections_payload(attachment, layer: str, unit: int, n_crops: int = CORE_O
                            "weighting": str(meta.get("weighting", "")), "n_mean": meta.get("n_mean"),
                            "colours": COLOURS}
     arrays = attachment.arrays.get(layer) or {}
-    rows = np.flatnonzero(np.asarray(arrays.get("units", np.zeros(0, np.int64))) == unit)
+    rows = _data.unit_rows(arrays, "units", unit)
     if not len(rows):
         return out
     row = int(rows[0])

@@ -37,7 +37,7 @@ def synthesis_payload(attachment, layer: str, unit: int, index=None, crop_px: in
     arrays = attachment.arrays.get(layer) or {}
     out: dict[str, Any] = {"computed": False, "am": None, "facets": []}
     recipes = ((attachment.meta or {}).get("layers") or {}).get(layer) or {}
-    rows = np.flatnonzero(np.asarray(arrays.get("am_units", np.zeros(0, np.int64))) == unit)
+    rows = _data.unit_rows(arrays, "am_units", unit)
     if len(rows):
         row = int(rows[0])
         image = np.asarray(arrays["am_images"][row])
@@ -46,7 +46,7 @@ def synthesis_payload(attachment, layer: str, unit: int, index=None, crop_px: in
                      "activation": float(arrays["am_activations"][row]), "history": history[np.isfinite(history)],
                      "recipe": _recipe_text(recipes.get("visualize"))}
         out["computed"] = True
-    facet_rows = np.flatnonzero(np.asarray(arrays.get("facet_units", np.zeros(0, np.int64))) == unit)
+    facet_rows = _data.unit_rows(arrays, "facet_units", unit)
     order = facet_rows[np.argsort(np.asarray(arrays["facet_numbers"])[facet_rows], kind="stable")] if len(facet_rows) else []
     crops = _top_crops(index, layer, unit)
     for row in order:
