@@ -17,10 +17,21 @@ from typing import Sequence
 
 import numpy as np
 
-try:  # scipy comes with scikit-image, a dependency, but is not one itself
-    from scipy import special as _special
-except ImportError:  # pragma: no cover - exercised by forcing the fallback in the tests
-    _special = None
+_UNLOADED = object()
+_special = _UNLOADED
+"""``scipy.special`` once first needed (importing it costs ~0.2 s, so not at ``import nsi_widgets``);
+None without scipy (it comes with scikit-image, a dependency, but is not one itself)."""
+
+
+def _scipy_special():
+    global _special
+    if _special is _UNLOADED:
+        try:
+            from scipy import special
+        except ImportError:  # pragma: no cover - exercised by forcing the fallback in the tests
+            special = None
+        _special = special
+    return _special
 
 
 def ttest_ind(a: Sequence[float], b: Sequence[float], equal_var: bool = True) -> tuple[float, float]:
@@ -55,8 +66,9 @@ def ttest_ind(a: Sequence[float], b: Sequence[float], equal_var: bool = True) ->
 def two_sided_p(t: float, df: float) -> float:
     """``P(|T| >= |t|)`` for Student's t distribution with ``df`` degrees of freedom."""
     x = df / (df + t * t)
-    if _special is not None:
-        return float(min(1.0, _special.betainc(df / 2.0, 0.5, x)))
+    special = _scipy_special()
+    if special is not None:
+        return float(min(1.0, special.betainc(df / 2.0, 0.5, x)))
     return float(min(1.0, betainc(df / 2.0, 0.5, x)))
 
 
