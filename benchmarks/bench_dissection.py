@@ -3,7 +3,8 @@
     python benchmarks/bench_dissection.py [--images 1000] [--repeats 5] [--memory-images 500]
 
 1. *Time*: ``nsi.dissect(model, concepts, zoo.conv_layers(model))`` (two passes over the concept
-   set: the quantile pass and the IoU pass, one forward each) against one plain forward pass over
+   set: the quantile pass, a forward, and the IoU pass, which in the default one-forward mode reads
+   only the masks; docs/methods.md section 7) against one plain forward pass over
    the same images, loaded the same way (``iterate_batches`` over the concept set's images without
    their masks, ``concepts.shapes``; ``model(x)`` under inference mode). Runs alternate (forward, dissection, forward, dissection,
    ...) in one process; each dissection is divided by the mean of the forward runs next to it; the
@@ -107,6 +108,7 @@ def speed(arch: str, images: int, repeats: int, batch_size: int) -> dict:
             "forward_seconds": forwards, "dissection_seconds": runs, "ratios": ratios,
             "median_ratio": statistics.median(ratios),
             "quantile_modes": {name: L.quantile_mode for name, L in result.items()},
+            "forward_passes": result.meta["forward_passes"],
             "detectors": {name: int((L.best_concept >= 0).sum()) for name, L in result.items()}}
 
 
@@ -180,7 +182,8 @@ def main() -> None:
               f"{s['median_ratio']:.3f}x one plain forward{target}; ratios "
               + ", ".join(f"{x:.3f}" for x in s["ratios"])
               + f"; forward {statistics.median(s['forward_seconds']):.2f} s, dissection "
-              f"{statistics.median(s['dissection_seconds']):.2f} s; quantiles {s['quantile_modes']}")
+              f"{statistics.median(s['dissection_seconds']):.2f} s; quantiles {s['quantile_modes']}, "
+              f"{s['forward_passes']} forward pass(es)")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str))
 

@@ -3,7 +3,7 @@
     python _concepts_child.py RANK WORLD PORT OUT
 
 One gloo rank (WORLD > 1) or a single process (WORLD = 1): minibatch CKA between two models, the
-Net2Vec vectors and the TCAV similarity of one model, saved to OUT.rank<RANK>.npz (plain arrays).
+Net2Vec vectors, the TCAV similarity and the dissection (one forward) of one model, saved to OUT.rank<RANK>.npz (plain arrays).
 Model and data are built from fixed seeds, so every process builds the same.
 """
 import datetime
@@ -30,7 +30,12 @@ def run() -> dict:
     vectors = nsi.concept_vectors(a, data, LAYERS, options=Net2VecOptions(epochs=3), batch_size=8, progress=False)
     tcav = nsi.layer_similarity(a, data, LAYERS, method="tcav", options=CAVOptions(n_images=20), batch_size=8,
                                 progress=False)
+    dissection = nsi.dissect(a, data, LAYERS, quantile=0.02, batch_size=8, progress=False)
     out = {"cka": cka.matrix, "tcav": tcav.per_concept}
+    for layer in LAYERS:
+        out[f"dissect_iou_{layer}"] = dissection[layer].iou
+        out[f"dissect_thresholds_{layer}"] = dissection[layer].thresholds
+        out[f"dissect_both_{layer}"] = dissection[layer].intersection
     for layer in LAYERS:
         out[f"net2vec_{layer}"] = vectors[layer].vectors
         out[f"net2vec_iou_{layer}"] = vectors[layer].iou

@@ -1,10 +1,13 @@
 """Network Dissection against brute force: every map stored, numpy quantiles, numpy upsampling, counts."""
+from collections import OrderedDict
+
 import numpy as np
 import pytest
 import torch
 
 import nsi_widgets as nsi
 from nsi_widgets.concepts import dissect, load_dissection
+from nsi_widgets.concepts.dissection import _keep
 from nsi_widgets.concepts.upsample import AlignedUpsampler
 from nsi_widgets.core.errors import InputError
 from _models import make_cnn, make_images
@@ -19,9 +22,9 @@ class Concepts(torch.utils.data.Dataset):
     concepts = ["bright", "reddish", "left", "spot"]
     concept_categories = ["tone", "tone", "place", "marks"]
 
-    def __init__(self, n, mask_scale=1, seed=3, fail_at=None):
+    def __init__(self, n, mask_scale=1, seed=3, fail_at=None, fail_after=None):
         self.images = make_images(n, seed=seed)
-        self.scale, self.fail_at = mask_scale, fail_at
+        self.scale, self.fail_at, self.fail_after = mask_scale, fail_at, fail_after
 
     def __len__(self):
         return len(self.images)
@@ -29,6 +32,8 @@ class Concepts(torch.utils.data.Dataset):
     def __getitem__(self, i):
         reads = self.__dict__.setdefault("reads", [])    # crash when the second (IoU) pass reaches fail_at
         if self.fail_at is not None and i == self.fail_at and reads.count(i) == 1:
+            raise RuntimeError("simulated crash")
+        if self.fail_after is not None and len(reads) == self.fail_after:     # crash at the n-th read
             raise RuntimeError("simulated crash")
         reads.append(i)
         image = self.images[i]
@@ -136,6 +141,76 @@ def test_a_checkpoint_resumed_mid_way_equals_an_uninterrupted_run(tmp_path):
     for layer in LAYERS:
         np.testing.assert_array_equal(resumed[layer].iou, whole[layer].iou)
         np.testing.assert_array_equal(resumed[layer].thresholds, whole[layer].thresholds)
+
+
+def test_a_checkpoint_resumed_in_the_first_pass_equals_an_uninterrupted_run(tmp_path):
+    """The first pass's state holds the kept values with their positions and neighbourhoods."""
+    model = make_cnn(0)
+    whole = dissect(model, Concepts(23), LAYERS, quantile=0.02, batch_size=4, progress=False)
+    counting = Concepts(23)
+    dissect(model, counting, LAYERS, quantile=0.02, batch_size=4, progress=False, checkpoint=tmp_path / "count.ckpt")
+    before = len(counting.reads) - 2 * 23                         # reads of the fingerprint and the plan
+    ckpt = tmp_path / "dissect.ckpt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        dissect(model, Concepts(23, fail_after=before + 10), LAYERS, quantile=0.02, batch_size=4, progress=False,
+                checkpoint=ckpt, checkpoint_every=1)
+    from nsi_widgets.core.storage import read_archive
+    with read_archive(ckpt, "nsi-widgets-checkpoint", 2) as archive:
+        sections = archive.manifest["sections"]
+    assert sections["dissection: quantiles"]["batches_done"] == 2 and not sections["dissection: quantiles"]["finished"]
+    resumed = dissect(model, Concepts(23), LAYERS, quantile=0.02, batch_size=4, progress=False, checkpoint=ckpt)
+    for layer in LAYERS:
+        for field in ("iou", "thresholds", "intersection", "unit_pixels", "above_share"):
+            np.testing.assert_array_equal(getattr(resumed[layer], field), getattr(whole[layer], field))
+
+
+def _batch_forwards(model, run):
+    """How many batches (more than one image) went through the model's first layer during ``run()``."""
+    sizes = []
+    handle = model.conv1.register_forward_hook(lambda m, i, o: sizes.append(len(o)))
+    try:
+        result = run()
+    finally:
+        handle.remove()
+    return result, sum(size > 1 for size in sizes)
+
+
+def test_one_forward_by_default_and_two_when_only_the_values_fit_in_memory():
+    """Default: one forward; the first pass keeps each kept value's position and 3 x 3 neighbourhood
+    and the IoU pass reads only the masks. With a budget that holds the kept values but not those
+    entries, the IoU pass forwards again. Both equal each other (and brute force, above)."""
+    model, data = make_cnn(0), Concepts(23, 2)
+    one, forwards_one = _batch_forwards(model, lambda: dissect(model, data, LAYERS, quantile=0.02, batch_size=7,
+                                                                progress=False))
+    sizes = {layer: _maps(model, data, layer, 7).shape for layer in LAYERS}
+    values_only = sum(4 * s[1] * _keep(s[0] * s[2] * s[3], 0.02) for s in sizes.values())
+    two, forwards_two = _batch_forwards(model, lambda: dissect(model, data, LAYERS, quantile=0.02, batch_size=7,
+                                                                progress=False, max_quantile_bytes=2 * values_only))
+    assert (one.meta["forward_passes"], forwards_one) == (1, 4)
+    assert (two.meta["forward_passes"], forwards_two) == (2, 8) and two.meta["second_pass_layers"] == LAYERS
+    for layer in LAYERS:
+        assert one[layer].quantile_mode == two[layer].quantile_mode == "exact"
+        for field in ("iou", "thresholds", "best_concept", "intersection", "unit_pixels", "above_share"):
+            np.testing.assert_array_equal(getattr(one[layer], field), getattr(two[layer], field), err_msg=field)
+
+
+def test_ties_at_a_threshold_send_that_layer_to_a_second_forward_and_equal_brute_force():
+    """A layer clipped at 0.05 holds that value at more than 2 % of its positions, so its threshold
+    equals the smallest kept value and values tied with it may be missing from the kept ones: that
+    layer (only) is counted in a second forward. conv3 (before its ReLU: negative values) stays in
+    the one-forward counting."""
+    base = make_cnn(0)
+    parts = list(base.named_children())
+    model = torch.nn.Sequential(OrderedDict(parts[:-1] + [("clip", torch.nn.Hardtanh(0.0, 0.05)), parts[-1]])).eval()
+    data = Concepts(23)
+    result = dissect(model, data, ["conv3", "clip"], quantile=0.02, batch_size=7, progress=False)
+    assert result.meta["second_pass_layers"] == ["clip"] and result.meta["forward_passes"] == 2
+    for layer in ("conv3", "clip"):
+        thresholds, iou, share = brute_force(model, data, layer, 0.02, "labelled", 7)
+        np.testing.assert_array_equal(result[layer].thresholds, thresholds)
+        np.testing.assert_allclose(result[layer].iou, iou, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(result[layer].above_share, share, rtol=1e-12)
+    assert result["clip"].thresholds.max() == np.float32(0.05) and _maps(model, data, "conv3", 7).min() < 0
 
 
 def test_the_upsampled_peak_lands_on_the_receptive_field_centre():

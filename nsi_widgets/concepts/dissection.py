@@ -1,20 +1,30 @@
 """Network Dissection (Bau et al. 2017) on the streaming engine (docs/methods.md section 7).
 
-Two passes over a concept dataset (items ``(image, masks)``, :mod:`.data`), one forward each:
+Two passes over a concept dataset (items ``(image, masks)``, :mod:`.data`); by default only the
+first runs the model:
 
-1. *Quantiles*: per unit the threshold ``T_k``, the top ``quantile`` of its activations over all
-   positions of all images. Exact: every unit keeps its ``k`` largest values, just enough for
-   ``T_k = numpy.quantile(values, 1 - quantile)`` with NumPy's default ("linear") interpolation, the
-   rule of NetDissect-Lite (``np.percentile``). When the kept values would exceed
-   ``max_quantile_bytes``, each image contributes a fixed share of its positions instead, chosen by
-   a permutation seeded by the image's index (deterministic, so resumed and distributed runs agree),
-   and the result reports the sample rate and a three-sigma bound on the share above the threshold;
-   the IoU pass also measures the share above the threshold exactly (``above_share``).
+1. *Quantiles* (a forward): per unit the threshold ``T_k``, the top ``quantile`` of its activations
+   over all positions of all images. Exact: every unit keeps its ``k`` largest values, just enough
+   for ``T_k = numpy.quantile(values, 1 - quantile)`` with NumPy's default ("linear")
+   interpolation, the rule of NetDissect-Lite (``np.percentile``). By default (*one forward*) each
+   kept value also keeps its position and its 3 x 3 neighbourhood of map values: once ``T_k`` is
+   known, the map positions above it and the corners of every upsampling cell around them are
+   known too, which is all the IoU pass needs of the maps. When those entries would exceed
+   ``max_quantile_bytes`` but the values alone fit, the values alone are kept and the IoU pass
+   forwards again (*two forwards*); beyond that, each image contributes a fixed share of its
+   positions instead, chosen by a permutation seeded by the image's index (deterministic, so
+   resumed and distributed runs agree), and the result reports the sample rate and a three-sigma
+   bound on the share above the threshold; the IoU pass (with a forward) also measures the share
+   above the threshold exactly (``above_share``).
 2. *IoU*: each map upsampled to the mask size aligned with the receptive fields (:mod:`.upsample`),
    ``M_k = up(A_k) > T_k``, and integer tallies of ``|M_k & L_c|``, ``|M_k|`` and ``|L_c|`` over the
-   dataset (set IoU, not a mean of per-image IoUs). Only maps whose maximum exceeds the threshold
-   are upsampled (an upsampled value never exceeds the map's maximum), and intersections are counted
-   at the pixels of ``M_k`` only.
+   dataset (set IoU, not a mean of per-image IoUs). Only cells next to a map position above the
+   threshold are upsampled (an upsampled value never exceeds its cell's largest corner), and
+   intersections are counted at the pixels of ``M_k`` only. In the one-forward mode this pass
+   reads the masks and sets the first pass's entries into a map that is ``-inf`` elsewhere; a layer
+   whose threshold ties with its smallest kept value (a value equal to it may be missing from the
+   kept ones) is counted from a second forward instead (``meta["second_pass_layers"]``). Either
+   way the tallies are those of upsampling every map.
 
 Counting conventions (``union=``): ``"labelled"`` (default, NetDissect-Lite's ``tally_units_cat``:
 ``|M_k|`` is counted only over images where concept ``c``'s category is labelled, i.e. has a pixel of
@@ -44,6 +54,7 @@ from .dissection_results import DissectionResult, LayerDissection
 from .upsample import AlignedUpsampler
 
 UNIONS = ("labelled", "all")
+_TRANSIENT = 4   # the one-forward entries take up to this many times their size while they are merged
 _SAMPLE_SEED = 7919
 
 
@@ -113,7 +124,9 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
         Checkpoint of both passes (keyed by the model, the concept data, preprocess and the
         settings); a rerun resumes, bit for bit equal to an uninterrupted run.
     max_quantile_bytes : int
-        Memory for the exact quantiles of all layers; beyond it, layers are sampled (see the module).
+        Memory for the exact quantiles of all layers: with their positions and neighbourhoods (48
+        bytes per kept value, 4 x that counted for the copies made while merging; one forward),
+        else the values alone (4 bytes, two forwards), else sampled (see the module).
 
     Returns
     -------
@@ -141,8 +154,11 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
         images_only = replace(passes, check=replace(check, split=_image_of))      # the first pass needs no masks
         run_pass("dissection: quantiles", model, concept_data, modules, [quantiles], images_only, checkpoint=ckpt)
         thresholds = quantiles.thresholds()
-        tallies = IoUConsumer(plans, thresholds, concepts)
-        run_pass("dissection: IoU", model, concept_data, modules, [tallies], passes, checkpoint=ckpt)
+        found = {name: quantiles.candidates(name, thresholds[name]) for name in modules}
+        tallies = IoUConsumer(plans, thresholds, concepts, {n: c for n, c in found.items() if c is not None})
+        del quantiles, found
+        run_pass("dissection: IoU", model, concept_data, {n: modules[n] for n in tallies.layers}, [tallies], passes,
+                 checkpoint=ckpt)
     finally:
         model.train(was_training)
     layers_out = {name: _layer_result(name, plans[name], thresholds[name], tallies, concepts, options,
@@ -150,7 +166,8 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
     meta = {"quantile": float(quantile), "iou_threshold": float(iou_threshold), "union": union,
             "model_name": type(model).__name__, "model_fingerprint": model_fingerprint(model),
             "n_images": len(concept_data), "image_size": list(concepts.image_size),
-            "mask_size": list(concepts.mask_size), "world_size": distributed.world_size()}
+            "mask_size": list(concepts.mask_size), "world_size": distributed.world_size(),
+            "forward_passes": 2 if tallies.layers else 1, "second_pass_layers": list(tallies.layers)}
     return DissectionResult(layers_out, meta)
 
 
@@ -181,17 +198,31 @@ class _LayerPlan:
     total: int              # positions of the whole dataset contributing (P)
     keep: int               # top values kept per unit
     sampled: bool
+    deferred: bool = False  # one forward: the kept values carry their positions and neighbourhoods
+
+    @property
+    def neighbourhood(self) -> int:
+        """Map values kept around each kept value (3 x 3, or none where the upsampling is the identity)."""
+        return 0 if self.upsampler.identity else 9
+
+    def kept_bytes(self, deferred: bool) -> int:
+        """Bytes of the kept values (and, when ``deferred``, their positions and neighbourhoods)."""
+        per_value = 4 + (8 + 4 * self.neighbourhood if deferred else 0)
+        return self.n_units * self.keep * per_value
 
 
 def _plan_layers(model, modules, data, concepts: ConceptSet, options: DissectOptions, device) -> dict[str, _LayerPlan]:
     """Probe the model on the first image: map sizes, receptive fields, exact or sampled quantiles."""
     image, _, _ = read_item(get_item(data, 0)[0], 0)
-    shapes = {}
+    shapes, dtypes = {}, {}
     inputs = image[None].to(device)
     if options.preprocess is not None:
         inputs = options.preprocess(inputs)
-    with LayerRecorder(modules, lambda n, o: shapes.__setitem__(n, tuple(o.shape[1:]))) as recorder, \
-            torch.inference_mode():
+
+    def probe(name, output):
+        shapes[name], dtypes[name] = tuple(output.shape[1:]), output.dtype
+
+    with LayerRecorder(modules, probe) as recorder, torch.inference_mode():
         recorder.run(model, inputs)
     n = len(data)
     plans = {}
@@ -204,7 +235,12 @@ def _plan_layers(model, modules, data, concepts: ConceptSet, options: DissectOpt
         plans[name] = _LayerPlan(units, (h, w), AlignedUpsampler(rf, (h, w), concepts.image_size, concepts.mask_size),
                                  positions, n * positions, _keep(n * positions, options.quantile), False)
     budget = options.max_quantile_bytes
-    if sum(4 * p.n_units * p.keep for p in plans.values()) > budget:
+    if all(dtypes[name] != torch.float64 for name in plans) and \
+            _TRANSIENT * sum(p.kept_bytes(deferred=True) for p in plans.values()) <= budget:
+        for plan in plans.values():
+            plan.deferred = True
+        return plans
+    if sum(p.kept_bytes(deferred=False) for p in plans.values()) > budget:
         share = budget / len(plans)
         for plan in plans.values():
             if 4 * plan.n_units * plan.keep > share:
@@ -224,7 +260,7 @@ def _keep(total: int, quantile: float) -> int:
 def _checkpoint(model, modules, data, concepts, options: DissectOptions, check) -> Checkpoint | None:
     if not options.checkpoint and not distributed.active():
         return None
-    key = {"analysis": "dissection", "model": model_fingerprint(model), "layers": list(modules),
+    key = {"analysis": "dissection", "version": 2, "model": model_fingerprint(model), "layers": list(modules),
            "data": data_fingerprint(data, lambda i: read_item(get_item(data, i), i, check)[:2]),
            "preprocess": callable_fingerprint(options.preprocess), "concepts": list(concepts.concepts),
            **options.key()}
@@ -242,12 +278,22 @@ class QuantileConsumer(Consumer):
     values above it are found through row maxima (one reduction over the map, then only the rows
     that reach the bound), buffered, and folded in with ``topk`` when the buffer outgrows the kept
     values (and before any state is read), so the kept values are always the exact top ``keep``.
+
+    For *deferred* layers (:class:`_LayerPlan`) each kept value also keeps where it is (image, row,
+    column) and its 3 x 3 neighbourhood of map values (``-inf`` beyond the map), which is all the
+    IoU counting needs of the map once the threshold is known (:meth:`candidates`), and the layer's
+    smallest value (with the kept maxima, the rounding margin of :func:`_candidate_bound`).
     """
+
+    _FOLD = 1.0      # fold the buffer in when it holds more entries than this times the kept ones
 
     def __init__(self, plans: dict[str, _LayerPlan], quantile: float):
         self.plans, self.quantile = plans, float(quantile)
         self.layers = tuple(plans)
         self.values = {name: torch.empty(p.n_units, 0) for name, p in plans.items()}
+        self.where = {name: torch.empty(p.n_units, 0, _where_width(p), dtype=torch.int64) for name, p in plans.items()}
+        self.around = {name: torch.empty(p.n_units, 0, _around_width(p)) for name, p in plans.items()}
+        self.low = {name: math.inf for name in plans}
         self._pending: dict[str, list] = {name: [] for name in plans}
         self._lower: dict[str, torch.Tensor | None] = {name: None for name in plans}
 
@@ -259,20 +305,52 @@ class QuantileConsumer(Consumer):
             picks = torch.stack([_sample_positions(int(i), flat.shape[2], plan.positions)
                                  for i in batch.indices.tolist()]).to(flat.device)
             maps = flat.gather(2, picks[:, None, :].expand(-1, flat.shape[1], -1))[:, :, None, :]
+        if plan.deferred:
+            self.low[name] = min(self.low[name], float(maps.amin()))
         lower = self._lower[name]
-        if lower is None:                                                 # still filling: keep everything
-            values = maps.transpose(0, 1).reshape(maps.shape[1], -1).cpu()
-            self._set(name, _top(torch.cat([self.values[name], values], dim=1), plan.keep))
+        if lower is None:                                                 # still filling: keep the batch's top
+            values = maps.transpose(0, 1).reshape(maps.shape[1], -1)
+            top = torch.topk(values, min(plan.keep, values.shape[1]), dim=1, sorted=False)
+            units = torch.arange(maps.shape[1], device=maps.device)[:, None].expand_as(top.indices).reshape(-1)
+            flat = top.indices.reshape(-1)
+            h, w = maps.shape[2:]
+            b, y, x = flat // (h * w), (flat // w) % h, flat % w
+            entries = self._entries(plan, batch, maps, units, b, y, x)
+            shape = tuple(top.indices.shape)
+            self._combine(name, top.values.cpu(), *(e.reshape(*shape, *e.shape[1:]) for e in entries))
             return
-        units, values, _ = _above(maps, lower.to(maps.device), by_unit=True)
+        units, values, (b, y, x) = _above(maps, lower.to(maps.device), by_unit=True)
         if len(values):
-            self._pending[name].append((units.cpu(), values.cpu()))
-            if sum(len(v) for _, v in self._pending[name]) > self.values[name].numel():
+            self._pending[name].append((units.cpu(), values.cpu(), *self._entries(plan, batch, maps, units, b, y, x)))
+            if sum(len(p[1]) for p in self._pending[name]) > self._FOLD * self.values[name].numel():
                 self._fold(name)
 
-    def _set(self, name: str, values: torch.Tensor) -> None:
-        self.values[name] = values
-        full = values.shape[1] >= self.plans[name].keep and values.shape[1] > 0
+    def _entries(self, plan, batch: Batch, maps, units, b, y, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(where (n, 1) int64: (image h + y) w + x, around (n, 9 or 0))`` of the map entries ``(units, b, y, x)``."""
+        if not plan.deferred:
+            n = len(units)
+            return torch.empty(n, 0, dtype=torch.int64), torch.empty(n, 0)
+        n_images, n_units, h, w = maps.shape
+        where = ((batch.indices.to(b.device)[b] * h + y) * w + x)[:, None].cpu()      # (image, row, column)
+        if not plan.neighbourhood:
+            return where, torch.empty(len(units), 0)
+        padded = torch.nn.functional.pad(maps, (1, 1, 1, 1), value=-math.inf)         # (B, C, h + 2, w + 2)
+        centre = ((b * n_units + units) * (h + 2) + y + 1) * (w + 2) + x + 1
+        return where, padded.reshape(-1)[centre[:, None] + _offsets(w + 2, centre.device)].cpu()
+
+    def _combine(self, name: str, values: torch.Tensor, where: torch.Tensor, around: torch.Tensor) -> None:
+        """Keep the top ``keep`` of the kept values and ``values`` (C, n), with their entries."""
+        values = torch.cat([self.values[name], values], dim=1)
+        where = torch.cat([self.where[name], where], dim=1)
+        around = torch.cat([self.around[name], around], dim=1)
+        keep = self.plans[name].keep
+        if values.shape[1] > keep:
+            chosen = torch.topk(values, keep, dim=1, largest=True, sorted=False).indices
+            values = values.gather(1, chosen)
+            where = where.gather(1, chosen[:, :, None].expand(-1, -1, where.shape[2]))
+            around = around.gather(1, chosen[:, :, None].expand(-1, -1, around.shape[2]))
+        self.values[name], self.where[name], self.around[name] = values, where, around
+        full = values.shape[1] >= keep and values.shape[1] > 0
         self._lower[name] = values.amin(dim=1) if full else None
 
     def _fold(self, name: str) -> None:
@@ -280,32 +358,61 @@ class QuantileConsumer(Consumer):
         pending, self._pending[name] = self._pending[name], []
         if not pending:
             return
-        units = torch.cat([u for u, _ in pending])
-        values = torch.cat([v for _, v in pending])
         n_units = self.plans[name].n_units
-        counts = torch.bincount(units, minlength=n_units)
-        dense = torch.full((n_units, int(counts.max())), -math.inf)
-        order = torch.argsort(units, stable=True)
-        units, values = units[order], values[order]
-        first = torch.cumsum(counts, 0) - counts
-        dense[units, torch.arange(len(units)) - first[units]] = values
-        self._set(name, _top(torch.cat([self.values[name], dense], dim=1), self.plans[name].keep))
+        filled, slots = torch.zeros(n_units, dtype=torch.int64), []
+        for units, *_ in pending:                 # each batch's entries come ordered by unit
+            counts = torch.bincount(units, minlength=n_units)
+            first = torch.cumsum(counts, 0) - counts
+            slots.append(filled[units] + torch.arange(len(units)) - first[units])
+            filled += counts
+        units, values, where, around = (torch.cat(parts) for parts in zip(*pending))
+        slot, width = torch.cat(slots), int(filled.max())
+        dense = torch.full((n_units, width), -math.inf)
+        dense[units, slot] = values
+        dense_where = torch.zeros((n_units, width, where.shape[1]), dtype=torch.int64)
+        dense_where[units, slot] = where
+        dense_around = torch.full((n_units, width, around.shape[1]), -math.inf)
+        dense_around[units, slot] = around
+        self._combine(name, dense, dense_where, dense_around)
 
     def state(self) -> dict[str, np.ndarray]:
-        for name in self.plans:
+        out = {}
+        for name, plan in self.plans.items():
             self._fold(name)
-        return {name: v.numpy().copy() for name, v in self.values.items()}
+            out[name] = self.values[name].numpy().copy()
+            if plan.deferred:
+                out[f"{name}|where"] = self.where[name].numpy().copy()
+                out[f"{name}|around"] = self.around[name].numpy().copy()
+                out[f"{name}|low"] = np.array([self.low[name]], np.float64)
+        return out
+
+    def _read(self, name: str, state) -> tuple:
+        plan = self.plans[name]
+        values = torch.from_numpy(np.array(state[name], dtype=np.float32))
+        if not plan.deferred:
+            n = values.shape
+            return values, torch.zeros((*n, 0), dtype=torch.int64), torch.empty((*n, 0)), math.inf
+        return (values, torch.from_numpy(np.array(state[f"{name}|where"], dtype=np.int64)),
+                torch.from_numpy(np.array(state[f"{name}|around"], dtype=np.float32)),
+                float(np.asarray(state[f"{name}|low"])[0]))
 
     def load_state(self, state) -> None:
-        for name in self.plans:
+        for name, plan in self.plans.items():
             self._pending[name] = []
-            self._set(name, torch.from_numpy(np.array(state[name], dtype=np.float32)))
+            values, where, around, low = self._read(name, state)
+            self.values[name] = torch.empty(plan.n_units, 0)
+            self.where[name] = torch.empty(plan.n_units, 0, _where_width(plan), dtype=torch.int64)
+            self.around[name] = torch.empty(plan.n_units, 0, _around_width(plan))
+            self._combine(name, values, where, around)
+            self.low[name] = low
 
     def merge_state(self, state) -> None:
         for name, plan in self.plans.items():
             self._fold(name)
-            theirs = torch.from_numpy(np.asarray(state[name], dtype=np.float32))
-            self._set(name, _top(torch.cat([self.values[name], theirs], dim=1), plan.keep))
+            values, where, around, low = self._read(name, state)
+            self._combine(name, values, where, around)
+            if plan.deferred:
+                self.low[name] = min(self.low[name], low)
 
     def thresholds(self) -> dict[str, np.ndarray]:
         """Per layer ``(C,)`` float64: ``numpy.quantile(values, 1 - quantile)`` with linear interpolation."""
@@ -318,8 +425,68 @@ class QuantileConsumer(Consumer):
             out[name] = _linear_quantile(top, plan.total, self.quantile)
         return out
 
+    def candidates(self, name: str, thresholds: np.ndarray) -> "_Candidates | None":
+        """The kept entries that the IoU counting of a deferred layer needs, or None when the kept
+        values may miss one (the threshold within the rounding margin of the smallest kept value:
+        ties; the layer then needs a second forward pass)."""
+        plan = self.plans[name]
+        if not plan.deferred:
+            return None
+        self._fold(name)
+        t = torch.from_numpy(np.asarray(thresholds, np.float64))
+        high = self.values[name].amax(dim=1)                             # the kept values hold each maximum
+        wide = _candidate_bound(torch.tensor(self.low[name]), high[None, :, None], t)
+        smallest = self.values[name].amin(dim=1).double()
+        zeros = (t == 0) & (smallest == 0) & (self.low[name] >= 0)   # all else is 0, and blends of 0 are 0
+        if not bool(((wide >= smallest) | zeros).all()):
+            return None
+        bound = torch.where(zeros, 0.0, _narrow(wide, torch.float32).double())   # zeros: positive corners only
+        chosen = self.values[name].double() > bound[:, None]              # (C, keep)
+        units, slot = chosen.nonzero().unbind(1)
+        h, w = plan.map_size
+        where = self.where[name][units, slot, 0]
+        order = torch.argsort(where, stable=True)
+        where = where[order]
+        return _Candidates(units[order], self.values[name][units, slot][order],
+                           torch.stack([where // (h * w), (where // w) % h, where % w], dim=1),
+                           self.around[name][units, slot][order], wide)
+
     def result(self):
         return self.thresholds()
+
+
+def _offsets(width: int, device) -> torch.Tensor:
+    """Flat offsets of the 3 x 3 neighbourhood (rows first) in a map ``width`` wide."""
+    return torch.tensor([dy * width + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=device)
+
+
+def _where_width(plan: _LayerPlan) -> int:
+    return 1 if plan.deferred else 0
+
+
+def _around_width(plan: _LayerPlan) -> int:
+    return plan.neighbourhood if plan.deferred else 0
+
+
+@dataclass
+class _Candidates:
+    """A deferred layer's map entries above the candidate bound, sorted by image (see
+    :meth:`QuantileConsumer.candidates`): unit, value, (image, row, column), 3 x 3 neighbourhood."""
+
+    units: torch.Tensor
+    values: torch.Tensor
+    where: torch.Tensor
+    around: torch.Tensor
+    wide: torch.Tensor
+
+    def of_images(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, b)``: the candidates of the images ``indices`` (the batch) and their batch position."""
+        images = self.where[:, 0].numpy()
+        wanted = indices.numpy()
+        lo, hi = np.searchsorted(images, wanted, "left"), np.searchsorted(images, wanted, "right")
+        counts = hi - lo
+        rows = np.concatenate([np.arange(a, z) for a, z in zip(lo, hi)]) if counts.sum() else np.zeros(0, np.int64)
+        return torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(np.repeat(np.arange(len(wanted)), counts))
 
 
 def _above(maps: torch.Tensor, bound: torch.Tensor, by_unit: bool = False, rowmax: torch.Tensor | None = None):
@@ -335,12 +502,6 @@ def _above(maps: torch.Tensor, bound: torch.Tensor, by_unit: bool = False, rowma
     rows = maps[b, c, y]                                                  # (r, w)
     r, x = (rows > bound[c][:, None]).nonzero().unbind(1)
     return c[r], rows[r, x], (b[r], y[r], x)
-
-
-def _top(values: torch.Tensor, keep: int) -> torch.Tensor:
-    if values.shape[1] <= keep:
-        return values
-    return torch.topk(values, keep, dim=1, largest=True, sorted=False).values
 
 
 def _sample_positions(image_index: int, positions: int, count: int) -> torch.Tensor:
@@ -379,12 +540,19 @@ class IoUConsumer(Consumer):
     above ``T_k`` can hold pixels above it; their pixels are upsampled with the formula of
     :class:`~.upsample.AlignedUpsampler` (the same float64 operations, so the same values) and
     compared with ``T_k``.
+
+    Layers with ``candidates`` (deferred layers, :meth:`QuantileConsumer.candidates`) need no forward:
+    their map positions above the bound and the cell corners around them come from the first pass,
+    set into a map that is ``-inf`` elsewhere, and are counted with the same operations per batch
+    of masks. Only the other layers are recorded (``layers``).
     """
 
     _CELL_PIXELS = 2**21  # cell pixels upsampled at once
 
-    def __init__(self, plans: dict[str, _LayerPlan], thresholds: dict[str, np.ndarray], concepts: ConceptSet):
-        self.plans, self.layers = plans, tuple(plans)
+    def __init__(self, plans: dict[str, _LayerPlan], thresholds: dict[str, np.ndarray], concepts: ConceptSet,
+                 candidates: dict[str, "_Candidates"] | None = None):
+        self.candidates = dict(candidates or {})
+        self.plans, self.layers = plans, tuple(n for n in plans if n not in self.candidates)
         self.thresholds = {n: torch.from_numpy(np.asarray(t, dtype=np.float64)) for n, t in thresholds.items()}
         self.n_categories = len(concepts.category_names)
         self._category_onehot = np.eye(self.n_categories, dtype=np.int64)[concepts.category_of]   # (K, G)
@@ -402,14 +570,34 @@ class IoUConsumer(Consumer):
         return self._batch
 
     def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
-        masks = self._masks(batch)
-        tally, plan = self.tallies[name], self.plans[name]
         maps = output.detach()
-        maps = maps if maps.dtype == torch.float64 else maps.float()
+        maps = (maps if maps.dtype == torch.float64 else maps.float()).contiguous()
         thresholds = self.thresholds[name].to(maps.device)
         rowmax = maps.amax(dim=3)                                                 # (B, C, h)
         wide = _candidate_bound(maps.amin(), rowmax, thresholds)
         units, values, (b, y, x) = _above(maps, _narrow(wide, maps.dtype), rowmax=rowmax)
+        self._count_layer(name, maps, thresholds, wide, units, values, b, y, x, self._masks(batch))
+
+    def _deferred(self, batch: Batch, name: str) -> None:
+        """Count a deferred layer's pixels of this batch's images from the first pass's entries."""
+        found = self.candidates[name]
+        rows, b = found.of_images(batch.indices.cpu())
+        plan, units, values = self.plans[name], found.units[rows], found.values[rows]
+        y, x = found.where[rows, 1], found.where[rows, 2]
+        maps = None
+        if not plan.upsampler.identity:
+            h, w = plan.map_size
+            padded = torch.full((len(batch.indices), plan.n_units, h + 2, w + 2), -math.inf)
+            centre = ((b * plan.n_units + units) * (h + 2) + y + 1) * (w + 2) + x + 1
+            padded.view(-1)[centre[:, None] + _offsets(w + 2, centre.device)] = found.around[rows]
+            maps = padded
+        self._count_layer(name, maps, self.thresholds[name], found.wide, units, values, b, y, x, self._masks(batch),
+                          pad=1)
+
+    def _count_layer(self, name, maps, thresholds, wide, units, values, b, y, x, masks, pad: int = 0) -> None:
+        """Tally the layer's pixels above ``T_k`` from its map positions above the candidate bound
+        (``maps``: the layer's maps, contiguous, with ``pad`` rows and columns around each)."""
+        tally, plan = self.tallies[name], self.plans[name]
         tally["above"] += np.bincount(units[values.double() > thresholds[units]].cpu().numpy(),
                                       minlength=plan.n_units)
         if not len(units):
@@ -418,22 +606,26 @@ class IoUConsumer(Consumer):
             above = values.double() > thresholds[units]
             self._tally(name, units[above].cpu().numpy(), b[above].cpu(), y[above].cpu(), x[above].cpu(), masks)
             return
-        cells = _cells(plan.upsampler.cells, units, b, y, x, maps.shape)
+        shape = (len(masks["labelled"]), plan.n_units, *plan.map_size)
+        cells = _cells(plan.upsampler.cells, units, b, y, x, shape)
         per = max(1, self._CELL_PIXELS // max(1, plan.upsampler.cells[0].max_length * plan.upsampler.cells[1].max_length))
         for start in range(0, len(cells[0]), per):
             chunk = tuple(t[start:start + per] for t in cells)
-            self._count(name, maps, thresholds, wide, chunk, masks)
+            self._count(name, maps, thresholds, wide, chunk, masks, pad)
 
-    def _count(self, name, maps, thresholds, wide, cells, masks) -> None:
-        """Upsample the pixels of ``cells`` (unit, image, cell row, cell column), threshold and tally them."""
+    def _count(self, name, maps, thresholds, wide, cells, masks, pad: int = 0) -> None:
+        """Upsample the pixels of ``cells`` (unit, image, cell row, cell column), threshold and tally them
+        (``maps`` contiguous, with ``pad`` extra rows and columns on every side)."""
         c, b, i, j = cells
         plan, tally = self.plans[name], self.tallies[name]
         ay, ax = plan.upsampler.cells
         ty, tx = ay.torch, ax.torch
         ni, nj = ty["nxt"][i], tx["nxt"][j]
-        corner = lambda r, q: maps[b, c, r, q].to(torch.float64)[:, None]          # noqa: E731
+        flat, (_, units, h, w) = maps.reshape(-1), maps.shape
+        base = (b * units + c) * h + pad
+        corner = lambda r, q: flat[(base + r) * w + q + pad].to(torch.float64)[:, None]   # noqa: E731
         a00, a10, a01, a11 = corner(i, j), corner(ni, j), corner(i, nj), corner(ni, nj)
-        if ay.max_length * ax.max_length > 1:
+        if ay.max_length > 2 or ax.max_length > 2:
             # The blend is bilinear in (fy, fx), so a cell's largest value is at one of its four outermost
             # pixels (f is monotone within a cell): skip the cells where none of them reaches the bound.
             ends_y = torch.stack([ty["start"][i], ty["start"][i] + ty["length"][i] - 1], dim=1)
@@ -454,11 +646,24 @@ class IoUConsumer(Consumer):
         fy, fx = ty["f"][rows], tx["f"][cols]
         left = a00 * (1 - fy) + a10 * fy                                           # (n, Ly): rows first
         right = a01 * (1 - fy) + a11 * fy
-        up = left[:, :, None] * (1 - fx)[:, None, :] + right[:, :, None] * fx[:, None, :]
-        hit = (up > thresholds[c][:, None, None]) & inside_y[:, :, None] & inside_x[:, None, :]
-        cell, dy, dx = hit.nonzero().unbind(1)
+        if ax.max_length > 2:
+            # Along a row the blend is linear in fx, so its largest value is at the row's first or last
+            # pixel: only rows where one of them reaches the bound are blended in full.
+            last = (tx["length"][j] - 1).clamp(min=0)
+            f0, f1 = fx[:, :1], fx.gather(1, last[:, None])
+            ends = torch.maximum(left * (1 - f0) + right * f0, left * (1 - f1) + right * f1)
+            cell, dy = ((ends > wide[c][:, None]) & inside_y).nonzero().unbind(1)
+        else:
+            cell, dy = inside_y.nonzero().unbind(1)
         if not len(cell):
             return
+        f = fx[cell]
+        up = left[cell, dy][:, None] * (1 - f) + right[cell, dy][:, None] * f        # (m, Lx)
+        hit = (up > thresholds[c[cell]][:, None]) & inside_x[cell]
+        pair, dx = hit.nonzero().unbind(1)
+        if not len(pair):
+            return
+        cell, dy = cell[pair], dy[pair]
         self._tally(name, c[cell].cpu().numpy(), b[cell].cpu(), rows[cell, dy].cpu(), cols[cell, dx].cpu(), masks)
 
     def _tally(self, name, unit: np.ndarray, image: torch.Tensor, row: torch.Tensor, col: torch.Tensor, masks) -> None:
@@ -475,6 +680,8 @@ class IoUConsumer(Consumer):
 
     def on_batch(self, batch: Batch) -> None:
         self.concept_pixels += self._masks(batch)["concept_pixels"]
+        for name in self.candidates:
+            self._deferred(batch, name)
 
     def state(self) -> dict[str, np.ndarray]:
         out = {f"{n}|{k}": v.copy() for n, t in self.tallies.items() for k, v in t.items()}
