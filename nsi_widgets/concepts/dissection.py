@@ -279,20 +279,22 @@ class QuantileConsumer(Consumer):
     that reach the bound), buffered, and folded in with ``topk`` when the buffer outgrows the kept
     values (and before any state is read), so the kept values are always the exact top ``keep``.
 
-    For *deferred* layers (:class:`_LayerPlan`) each kept value also keeps where it is (image, row,
-    column) and its 3 x 3 neighbourhood of map values (``-inf`` beyond the map), which is all the
+    For *deferred* layers (:class:`_LayerPlan`) each kept value also keeps (in an :class:`_EntryPool`)
+    where it is (image, row, column) and its 3 x 3 neighbourhood of map values (``-inf`` beyond the
+    map), which is all the
     IoU counting needs of the map once the threshold is known (:meth:`candidates`), and the layer's
     smallest value (with the kept maxima, the rounding margin of :func:`_candidate_bound`).
     """
 
-    _FOLD = 1.0      # fold the buffer in when it holds more entries than this times the kept ones
+    _FOLD = 1.0       # fold the buffer in when it holds more entries than this times the kept ones
+    _COMPACT = 3      # drop the entries of values no longer kept when the pool is this many times the kept ones
 
     def __init__(self, plans: dict[str, _LayerPlan], quantile: float):
         self.plans, self.quantile = plans, float(quantile)
         self.layers = tuple(plans)
         self.values = {name: torch.empty(p.n_units, 0) for name, p in plans.items()}
-        self.where = {name: torch.empty(p.n_units, 0, _where_width(p), dtype=torch.int64) for name, p in plans.items()}
-        self.around = {name: torch.empty(p.n_units, 0, _around_width(p)) for name, p in plans.items()}
+        self.ids = {name: torch.empty(p.n_units, 0, dtype=torch.int64) for name, p in plans.items()}
+        self.pools = {name: _EntryPool(p.neighbourhood) for name, p in plans.items() if p.deferred}
         self.low = {name: math.inf for name in plans}
         self._pending: dict[str, list] = {name: [] for name in plans}
         self._lower: dict[str, torch.Tensor | None] = {name: None for name in plans}
@@ -315,43 +317,45 @@ class QuantileConsumer(Consumer):
             flat = top.indices.reshape(-1)
             h, w = maps.shape[2:]
             b, y, x = flat // (h * w), (flat // w) % h, flat % w
-            entries = self._entries(plan, batch, maps, units, b, y, x)
-            shape = tuple(top.indices.shape)
-            self._combine(name, top.values.cpu(), *(e.reshape(*shape, *e.shape[1:]) for e in entries))
+            ids = self._add_entries(name, batch, maps, units, b, y, x)
+            self._combine(name, top.values.cpu(), ids.reshape(top.indices.shape))
             return
         units, values, (b, y, x) = _above(maps, lower.to(maps.device), by_unit=True)
         if len(values):
-            self._pending[name].append((units.cpu(), values.cpu(), *self._entries(plan, batch, maps, units, b, y, x)))
+            self._pending[name].append((units.cpu(), values.cpu(), self._add_entries(name, batch, maps, units, b, y, x)))
             if sum(len(p[1]) for p in self._pending[name]) > self._FOLD * self.values[name].numel():
                 self._fold(name)
 
-    def _entries(self, plan, batch: Batch, maps, units, b, y, x) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(where (n, 1) int64: (image h + y) w + x, around (n, 9 or 0))`` of the map entries ``(units, b, y, x)``."""
-        if not plan.deferred:
-            n = len(units)
-            return torch.empty(n, 0, dtype=torch.int64), torch.empty(n, 0)
+    def _add_entries(self, name: str, batch: Batch, maps, units, b, y, x) -> torch.Tensor:
+        """Pool ids of the map entries ``(units, b, y, x)`` of a deferred layer (else zeros): their
+        place ``(image h + y) w + x`` and, unless the upsampling is the identity, their 3 x 3
+        neighbourhood (rows first, ``-inf`` beyond the map)."""
+        pool = self.pools.get(name)
+        if pool is None:
+            return torch.zeros(len(units), dtype=torch.int64)
         n_images, n_units, h, w = maps.shape
-        where = ((batch.indices.to(b.device)[b] * h + y) * w + x)[:, None].cpu()      # (image, row, column)
-        if not plan.neighbourhood:
-            return where, torch.empty(len(units), 0)
-        padded = torch.nn.functional.pad(maps, (1, 1, 1, 1), value=-math.inf)         # (B, C, h + 2, w + 2)
-        centre = ((b * n_units + units) * (h + 2) + y + 1) * (w + 2) + x + 1
-        return where, padded.reshape(-1)[centre[:, None] + _offsets(w + 2, centre.device)].cpu()
+        where = ((batch.indices.to(b.device)[b] * h + y) * w + x).cpu()
+        around = None
+        if pool.neighbourhood:
+            padded = torch.nn.functional.pad(maps, (1, 1, 1, 1), value=-math.inf)     # (B, C, h + 2, w + 2)
+            centre = ((b * n_units + units) * (h + 2) + y + 1) * (w + 2) + x + 1
+            around = padded.reshape(-1)[centre[:, None] + _offsets(w + 2, centre.device)].cpu()
+        return pool.add(where, around)
 
-    def _combine(self, name: str, values: torch.Tensor, where: torch.Tensor, around: torch.Tensor) -> None:
-        """Keep the top ``keep`` of the kept values and ``values`` (C, n), with their entries."""
+    def _combine(self, name: str, values: torch.Tensor, ids: torch.Tensor) -> None:
+        """Keep the top ``keep`` of the kept values and ``values`` (C, n), with their pool ids."""
         values = torch.cat([self.values[name], values], dim=1)
-        where = torch.cat([self.where[name], where], dim=1)
-        around = torch.cat([self.around[name], around], dim=1)
+        ids = torch.cat([self.ids[name], ids], dim=1)
         keep = self.plans[name].keep
         if values.shape[1] > keep:
             chosen = torch.topk(values, keep, dim=1, largest=True, sorted=False).indices
-            values = values.gather(1, chosen)
-            where = where.gather(1, chosen[:, :, None].expand(-1, -1, where.shape[2]))
-            around = around.gather(1, chosen[:, :, None].expand(-1, -1, around.shape[2]))
-        self.values[name], self.where[name], self.around[name] = values, where, around
+            values, ids = values.gather(1, chosen), ids.gather(1, chosen)
+        self.values[name], self.ids[name] = values, ids
         full = values.shape[1] >= keep and values.shape[1] > 0
         self._lower[name] = values.amin(dim=1) if full else None
+        pool = self.pools.get(name)
+        if pool is not None and pool.size > self._COMPACT * ids.numel() + 4096:
+            self.ids[name] = pool.compact(ids)
 
     def _fold(self, name: str) -> None:
         """Merge the buffered values of ``name`` into its kept values."""
@@ -365,54 +369,54 @@ class QuantileConsumer(Consumer):
             first = torch.cumsum(counts, 0) - counts
             slots.append(filled[units] + torch.arange(len(units)) - first[units])
             filled += counts
-        units, values, where, around = (torch.cat(parts) for parts in zip(*pending))
+        units, values, ids = (torch.cat(parts) for parts in zip(*pending))
         slot, width = torch.cat(slots), int(filled.max())
         dense = torch.full((n_units, width), -math.inf)
         dense[units, slot] = values
-        dense_where = torch.zeros((n_units, width, where.shape[1]), dtype=torch.int64)
-        dense_where[units, slot] = where
-        dense_around = torch.full((n_units, width, around.shape[1]), -math.inf)
-        dense_around[units, slot] = around
-        self._combine(name, dense, dense_where, dense_around)
+        dense_ids = torch.zeros((n_units, width), dtype=torch.int64)
+        dense_ids[units, slot] = ids
+        self._combine(name, dense, dense_ids)
 
     def state(self) -> dict[str, np.ndarray]:
         out = {}
-        for name, plan in self.plans.items():
+        for name in self.plans:
             self._fold(name)
             out[name] = self.values[name].numpy().copy()
-            if plan.deferred:
-                out[f"{name}|where"] = self.where[name].numpy().copy()
-                out[f"{name}|around"] = self.around[name].numpy().copy()
+            pool = self.pools.get(name)
+            if pool is not None:
+                where, around = pool.rows(self.ids[name])
+                out[f"{name}|where"], out[f"{name}|around"] = where.numpy(), around.numpy()
                 out[f"{name}|low"] = np.array([self.low[name]], np.float64)
         return out
 
-    def _read(self, name: str, state) -> tuple:
-        plan = self.plans[name]
+    def _read(self, name: str, state) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(values, pool ids, smallest value)`` of a saved or received state (entries added to the pool)."""
         values = torch.from_numpy(np.array(state[name], dtype=np.float32))
-        if not plan.deferred:
-            n = values.shape
-            return values, torch.zeros((*n, 0), dtype=torch.int64), torch.empty((*n, 0)), math.inf
-        return (values, torch.from_numpy(np.array(state[f"{name}|where"], dtype=np.int64)),
-                torch.from_numpy(np.array(state[f"{name}|around"], dtype=np.float32)),
-                float(np.asarray(state[f"{name}|low"])[0]))
+        pool = self.pools.get(name)
+        if pool is None:
+            return values, torch.zeros(values.shape, dtype=torch.int64), math.inf
+        where = torch.from_numpy(np.array(state[f"{name}|where"], dtype=np.int64)).reshape(-1)
+        around = torch.from_numpy(np.array(state[f"{name}|around"], dtype=np.float32))
+        ids = pool.add(where, around.reshape(-1, pool.neighbourhood) if pool.neighbourhood else None)
+        return values, ids.reshape(values.shape), float(np.asarray(state[f"{name}|low"])[0])
 
     def load_state(self, state) -> None:
         for name, plan in self.plans.items():
             self._pending[name] = []
-            values, where, around, low = self._read(name, state)
+            if name in self.pools:
+                self.pools[name] = _EntryPool(plan.neighbourhood)
+            values, ids, low = self._read(name, state)
             self.values[name] = torch.empty(plan.n_units, 0)
-            self.where[name] = torch.empty(plan.n_units, 0, _where_width(plan), dtype=torch.int64)
-            self.around[name] = torch.empty(plan.n_units, 0, _around_width(plan))
-            self._combine(name, values, where, around)
+            self.ids[name] = torch.empty(plan.n_units, 0, dtype=torch.int64)
+            self._combine(name, values, ids)
             self.low[name] = low
 
     def merge_state(self, state) -> None:
-        for name, plan in self.plans.items():
+        for name in self.plans:
             self._fold(name)
-            values, where, around, low = self._read(name, state)
-            self._combine(name, values, where, around)
-            if plan.deferred:
-                self.low[name] = min(self.low[name], low)
+            values, ids, low = self._read(name, state)
+            self._combine(name, values, ids)
+            self.low[name] = min(self.low[name], low)
 
     def thresholds(self) -> dict[str, np.ndarray]:
         """Per layer ``(C,)`` float64: ``numpy.quantile(values, 1 - quantile)`` with linear interpolation."""
@@ -444,12 +448,11 @@ class QuantileConsumer(Consumer):
         chosen = self.values[name].double() > bound[:, None]              # (C, keep)
         units, slot = chosen.nonzero().unbind(1)
         h, w = plan.map_size
-        where = self.where[name][units, slot, 0]
+        where, around = self.pools[name].rows(self.ids[name][units, slot])
         order = torch.argsort(where, stable=True)
         where = where[order]
         return _Candidates(units[order], self.values[name][units, slot][order],
-                           torch.stack([where // (h * w), (where // w) % h, where % w], dim=1),
-                           self.around[name][units, slot][order], wide)
+                           torch.stack([where // (h * w), (where // w) % h, where % w], dim=1), around[order], wide)
 
     def result(self):
         return self.thresholds()
@@ -460,12 +463,45 @@ def _offsets(width: int, device) -> torch.Tensor:
     return torch.tensor([dy * width + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=device)
 
 
-def _where_width(plan: _LayerPlan) -> int:
-    return 1 if plan.deferred else 0
+class _EntryPool:
+    """The entries (place, neighbourhood) of one deferred layer's kept values, appended as they come
+    and addressed by id, so that merging the kept values moves only ids; :meth:`compact` drops the
+    entries of values no longer kept."""
 
+    def __init__(self, neighbourhood: int):
+        self.neighbourhood = neighbourhood
+        self.size = 0
+        self._where: list[torch.Tensor] = []
+        self._around: list[torch.Tensor] = []
 
-def _around_width(plan: _LayerPlan) -> int:
-    return plan.neighbourhood if plan.deferred else 0
+    def add(self, where: torch.Tensor, around: torch.Tensor | None) -> torch.Tensor:
+        """Append ``where`` (n,) int64 and ``around`` (n, 9) (or None); return their ids."""
+        ids = torch.arange(self.size, self.size + len(where), dtype=torch.int64)
+        self._where.append(where)
+        if self.neighbourhood:
+            self._around.append(around)
+        self.size += len(where)
+        return ids
+
+    def rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(where, around)`` of ``ids`` (any shape: the rows come in its order, flattened)."""
+        self._join()
+        flat = ids.reshape(-1)
+        where = self._where[0][flat] if self._where else torch.zeros(0, dtype=torch.int64)
+        around = self._around[0][flat] if self.neighbourhood and self._around else torch.empty(len(flat), 0)
+        return where, around
+
+    def compact(self, ids: torch.Tensor) -> torch.Tensor:
+        """Keep only the entries of ``ids``; return their new ids (same shape)."""
+        where, around = self.rows(ids)
+        self._where, self._around, self.size = [where], [around] if self.neighbourhood else [], len(where)
+        return torch.arange(len(where), dtype=torch.int64).reshape(ids.shape)
+
+    def _join(self) -> None:
+        if len(self._where) > 1:
+            self._where = [torch.cat(self._where)]
+        if len(self._around) > 1:
+            self._around = [torch.cat(self._around)]
 
 
 @dataclass
