@@ -334,12 +334,13 @@ class QuantileConsumer(Consumer):
         if pool is None:
             return torch.zeros(len(units), dtype=torch.int64)
         n_images, n_units, h, w = maps.shape
-        where = ((batch.indices.to(b.device)[b] * h + y) * w + x).cpu()
+        where = ((_pick(batch.indices.to(b.device), b) * h + y) * w + x).cpu()
         around = None
         if pool.neighbourhood:
             padded = torch.nn.functional.pad(maps, (1, 1, 1, 1), value=-math.inf)     # (B, C, h + 2, w + 2)
             centre = ((b * n_units + units) * (h + 2) + y + 1) * (w + 2) + x + 1
-            around = padded.reshape(-1)[centre[:, None] + _offsets(w + 2, centre.device)].cpu()
+            offsets = (centre[:, None] + _offsets(w + 2, centre.device)).reshape(-1)
+            around = _pick(padded.reshape(-1), offsets).reshape(-1, 9).cpu()
         return pool.add(where, around)
 
     def _combine(self, name: str, values: torch.Tensor, ids: torch.Tensor) -> None:
@@ -458,6 +459,11 @@ class QuantileConsumer(Consumer):
         return self.thresholds()
 
 
+def _pick(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` along the first dimension (``index_select``: a few times faster than indexing)."""
+    return torch.index_select(table, 0, index)
+
+
 def _offsets(width: int, device) -> torch.Tensor:
     """Flat offsets of the 3 x 3 neighbourhood (rows first) in a map ``width`` wide."""
     return torch.tensor([dy * width + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=device)
@@ -531,13 +537,14 @@ def _above(maps: torch.Tensor, bound: torch.Tensor, by_unit: bool = False, rowma
     Row maxima first (one reduction; or given), then only the rows that reach the bound are compared.
     With ``by_unit`` the entries come ordered by unit (else by image)."""
     rowmax = maps.amax(dim=3) if rowmax is None else rowmax               # (B, C, h)
+    n_units, h, w = maps.shape[1:]
     if by_unit:
         c, b, y = (rowmax.transpose(0, 1) > bound[:, None, None]).nonzero().unbind(1)
     else:
         b, c, y = (rowmax > bound[None, :, None]).nonzero().unbind(1)
-    rows = maps[b, c, y]                                                  # (r, w)
-    r, x = (rows > bound[c][:, None]).nonzero().unbind(1)
-    return c[r], rows[r, x], (b[r], y[r], x)
+    rows = _pick(maps.reshape(-1, w), (b * n_units + c) * h + y)          # (r, w)
+    r, x = (rows > _pick(bound, c)[:, None]).nonzero().unbind(1)
+    return _pick(c, r), _pick(rows.reshape(-1), r * w + x), (_pick(b, r), _pick(y, r), x)
 
 
 def _sample_positions(image_index: int, positions: int, count: int) -> torch.Tensor:
@@ -618,14 +625,15 @@ class IoUConsumer(Consumer):
         """Count a deferred layer's pixels of this batch's images from the first pass's entries."""
         found = self.candidates[name]
         rows, b = found.of_images(batch.indices.cpu())
-        plan, units, values = self.plans[name], found.units[rows], found.values[rows]
-        y, x = found.where[rows, 1], found.where[rows, 2]
+        plan, units, values = self.plans[name], _pick(found.units, rows), _pick(found.values, rows)
+        where = _pick(found.where, rows)
+        y, x = where[:, 1], where[:, 2]
         maps = None
         if not plan.upsampler.identity:
             h, w = plan.map_size
             padded = torch.full((len(batch.indices), plan.n_units, h + 2, w + 2), -math.inf)
             centre = ((b * plan.n_units + units) * (h + 2) + y + 1) * (w + 2) + x + 1
-            padded.view(-1)[centre[:, None] + _offsets(w + 2, centre.device)] = found.around[rows]
+            padded.view(-1)[centre[:, None] + _offsets(w + 2, centre.device)] = _pick(found.around, rows)
             maps = padded
         self._count_layer(name, maps, self.thresholds[name], found.wide, units, values, b, y, x, self._masks(batch),
                           pad=1)
@@ -634,13 +642,12 @@ class IoUConsumer(Consumer):
         """Tally the layer's pixels above ``T_k`` from its map positions above the candidate bound
         (``maps``: the layer's maps, contiguous, with ``pad`` rows and columns around each)."""
         tally, plan = self.tallies[name], self.plans[name]
-        tally["above"] += np.bincount(units[values.double() > thresholds[units]].cpu().numpy(),
-                                      minlength=plan.n_units)
+        above = (values.double() > _pick(thresholds, units)).nonzero().squeeze(1)
+        tally["above"] += np.bincount(_pick(units, above).cpu().numpy(), minlength=plan.n_units)
         if not len(units):
             return
         if plan.upsampler.identity:             # the map is the mask: the positions above T_k are M_k
-            above = values.double() > thresholds[units]
-            self._tally(name, units[above].cpu().numpy(), b[above].cpu(), y[above].cpu(), x[above].cpu(), masks)
+            self._tally(name, _pick(units, above).cpu().numpy(), *(_pick(t, above).cpu() for t in (b, y, x)), masks)
             return
         shape = (len(masks["labelled"]), plan.n_units, *plan.map_size)
         cells = _cells(plan.upsampler.cells, units, b, y, x, shape)
@@ -656,51 +663,50 @@ class IoUConsumer(Consumer):
         plan, tally = self.plans[name], self.tallies[name]
         ay, ax = plan.upsampler.cells
         ty, tx = ay.torch, ax.torch
-        ni, nj = ty["nxt"][i], tx["nxt"][j]
+        ni, nj = _pick(ty["nxt"], i), _pick(tx["nxt"], j)
         flat, (_, units, h, w) = maps.reshape(-1), maps.shape
         base = (b * units + c) * h + pad
-        corner = lambda r, q: flat[(base + r) * w + q + pad].to(torch.float64)[:, None]   # noqa: E731
+        corner = lambda r, q: _pick(flat, (base + r) * w + q + pad).to(torch.float64)[:, None]   # noqa: E731
         a00, a10, a01, a11 = corner(i, j), corner(ni, j), corner(i, nj), corner(ni, nj)
         if ay.max_length > 2 or ax.max_length > 2:
             # The blend is bilinear in (fy, fx), so a cell's largest value is at one of its four outermost
             # pixels (f is monotone within a cell): skip the cells where none of them reaches the bound.
-            ends_y = torch.stack([ty["start"][i], ty["start"][i] + ty["length"][i] - 1], dim=1)
-            ends_x = torch.stack([tx["start"][j], tx["start"][j] + tx["length"][j] - 1], dim=1)
-            gy, gx = ty["f"][ends_y], tx["f"][ends_x]
+            gy, gx = _pick(ty["first_last"], i), _pick(tx["first_last"], j)
             left, right = a00 * (1 - gy) + a10 * gy, a01 * (1 - gy) + a11 * gy
             peak = (left[:, :, None] * (1 - gx)[:, None, :] + right[:, :, None] * gx[:, None, :]).flatten(1).amax(1)
-            keep = peak > wide[c]
+            keep = peak > _pick(wide, c)
             if not keep.all():
-                c, b, i, j, ni, nj = c[keep], b[keep], i[keep], j[keep], ni[keep], nj[keep]
-                a00, a10, a01, a11 = a00[keep], a10[keep], a01[keep], a11[keep]
-        steps_y, steps_x = torch.arange(ay.max_length), torch.arange(ax.max_length)
-        rows = ty["start"][i][:, None] + steps_y                                   # (n, Ly)
-        cols = tx["start"][j][:, None] + steps_x                                   # (n, Lx)
-        inside_y = steps_y[None, :] < ty["length"][i][:, None]
-        inside_x = steps_x[None, :] < tx["length"][j][:, None]
-        rows, cols = torch.where(inside_y, rows, 0), torch.where(inside_x, cols, 0)
-        fy, fx = ty["f"][rows], tx["f"][cols]
+                keep = keep.nonzero().squeeze(1)
+                c, b, i, j, ni, nj = (_pick(t, keep) for t in (c, b, i, j, ni, nj))
+                a00, a10, a01, a11 = (_pick(t, keep) for t in (a00, a10, a01, a11))
+        rows, cols = _pick(ty["pixels"], i), _pick(tx["pixels"], j)                 # (n, Ly), (n, Lx)
+        inside_y, inside_x = _pick(ty["inside"], i), _pick(tx["inside"], j)
+        fy, fx = _pick(ty["weights"], i), _pick(tx["weights"], j)
         left = a00 * (1 - fy) + a10 * fy                                           # (n, Ly): rows first
         right = a01 * (1 - fy) + a11 * fy
         if ax.max_length > 2:
             # Along a row the blend is linear in fx, so its largest value is at the row's first or last
             # pixel: only rows where one of them reaches the bound are blended in full.
-            last = (tx["length"][j] - 1).clamp(min=0)
-            f0, f1 = fx[:, :1], fx.gather(1, last[:, None])
+            ends = _pick(tx["first_last"], j)
+            f0, f1 = ends[:, :1], ends[:, 1:]
             ends = torch.maximum(left * (1 - f0) + right * f0, left * (1 - f1) + right * f1)
-            cell, dy = ((ends > wide[c][:, None]) & inside_y).nonzero().unbind(1)
+            cell, dy = ((ends > _pick(wide, c)[:, None]) & inside_y).nonzero().unbind(1)
         else:
             cell, dy = inside_y.nonzero().unbind(1)
         if not len(cell):
             return
-        f = fx[cell]
-        up = left[cell, dy][:, None] * (1 - f) + right[cell, dy][:, None] * f        # (m, Lx)
-        hit = (up > thresholds[c[cell]][:, None]) & inside_x[cell]
+        ly, lx = ay.max_length, ax.max_length
+        row = cell * ly + dy
+        f = _pick(fx, cell)
+        up = _pick(left.reshape(-1), row)[:, None] * (1 - f) + _pick(right.reshape(-1), row)[:, None] * f   # (m, Lx)
+        unit = _pick(c, cell)
+        hit = (up > _pick(thresholds, unit)[:, None]) & _pick(inside_x, cell)
         pair, dx = hit.nonzero().unbind(1)
         if not len(pair):
             return
-        cell, dy = cell[pair], dy[pair]
-        self._tally(name, c[cell].cpu().numpy(), b[cell].cpu(), rows[cell, dy].cpu(), cols[cell, dx].cpu(), masks)
+        cell, row = _pick(cell, pair), _pick(row, pair)
+        self._tally(name, _pick(unit, pair).cpu().numpy(), _pick(b, cell).cpu(), _pick(rows.reshape(-1), row).cpu(),
+                    _pick(cols.reshape(-1), cell * lx + dx).cpu(), masks)
 
     def _tally(self, name, unit: np.ndarray, image: torch.Tensor, row: torch.Tensor, col: torch.Tensor, masks) -> None:
         """Count the thresholded pixels ``(unit, image, row, col)`` into the layer's tallies."""
@@ -763,16 +769,16 @@ def _narrow(bound: torch.Tensor, dtype) -> torch.Tensor:
 def _cells(axes, units, b, y, x, shape) -> tuple[torch.Tensor, ...]:
     """The distinct cells ``(unit, image, i, j)`` next to the map positions ``(units, b, y, x)``."""
     ay, ax = axes
-    cy, cx = ay.torch["touch"][y], ax.torch["touch"][x]                            # (n, 2) each, -1 = none
+    cy, cx = _pick(ay.torch["touch"], y), _pick(ax.torch["touch"], x)              # (n, 2) each, -1 = none
     n_images, n_units, h, w = shape
     if ay.single and ax.single:
-        keep = (cy[:, 0] >= 0) & (cx[:, 0] >= 0)
-        return units[keep], b[keep], cy[keep, 0], cx[keep, 0]
+        keep = ((cy[:, 0] >= 0) & (cx[:, 0] >= 0)).nonzero().squeeze(1)
+        return _pick(units, keep), _pick(b, keep), _pick(cy[:, 0], keep), _pick(cx[:, 0], keep)
     ci = cy[:, :, None].expand(-1, 2, 2).reshape(-1)
     cj = cx[:, None, :].expand(-1, 2, 2).reshape(-1)
-    uu, bb = units.repeat_interleave(4), b.repeat_interleave(4)
-    keep = (ci >= 0) & (cj >= 0)
-    key = torch.unique(((uu[keep] * n_images + bb[keep]) * h + ci[keep]) * w + cj[keep])
+    base = (units * n_images + b).repeat_interleave(4)
+    keep = ((ci >= 0) & (cj >= 0)).nonzero().squeeze(1)
+    key = torch.unique((_pick(base, keep) * h + _pick(ci, keep)) * w + _pick(cj, keep))
     j = key % w
     i = (key // w) % h
     rest = key // (w * h)

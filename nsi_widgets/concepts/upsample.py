@@ -83,3 +83,13 @@ class CellAxis:
         self.single = bool((touch[:, 1] < 0).all())          # every map row feeds one cell at most
         self.torch = {name: torch.from_numpy(getattr(self, name)) for name in ("start", "length", "nxt", "touch")}
         self.torch["f"] = torch.from_numpy(np.ascontiguousarray(f))
+        # per cell, its pixels padded to max_length: index (0 beyond the cell), inside, weight f
+        steps = np.arange(self.max_length)
+        inside = steps[None, :] < self.length[:, None]
+        pixels = np.where(inside, self.start[:, None] + steps[None, :], 0)
+        self.torch["pixels"] = torch.from_numpy(pixels.astype(np.int64))
+        self.torch["inside"] = torch.from_numpy(inside)
+        self.torch["weights"] = torch.from_numpy(np.ascontiguousarray(f)[pixels] if len(f) else pixels.astype(np.float64))
+        last = np.maximum(self.length - 1, 0)
+        self.torch["first_last"] = self.torch["weights"][:, [0]] if not self.max_length else \
+            torch.from_numpy(np.stack([np.ascontiguousarray(f)[pixels[:, 0]], np.ascontiguousarray(f)[pixels[np.arange(map_length), last]]], 1) if len(f) else np.zeros((map_length, 2)))
