@@ -63,6 +63,14 @@ class ConceptSet:
         image, masks = item
         return image, -1, _masks(masks, index, len(self.concepts), self.mask_size)
 
+    def masks_only(self, item: Any, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """As :meth:`split`, with a 1-pixel placeholder for the image (a pass that needs only masks)."""
+        _, label, masks = self.split(item, index)
+        return _PLACEHOLDER, label, masks
+
+
+_PLACEHOLDER = torch.zeros(3, 1, 1)
+
 
 def describe(concept_data) -> ConceptSet:
     """Check a concept dataset's names and its first item; return its :class:`ConceptSet`."""

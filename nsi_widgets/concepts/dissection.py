@@ -157,8 +157,9 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
         found = {name: quantiles.candidates(name, thresholds[name]) for name in modules}
         tallies = IoUConsumer(plans, thresholds, concepts, {n: c for n, c in found.items() if c is not None})
         del quantiles, found
-        run_pass("dissection: IoU", model, concept_data, {n: modules[n] for n in tallies.layers}, [tallies], passes,
-                 checkpoint=ckpt)
+        masks_only = replace(passes, check=DataCheck(split=concepts.masks_only))     # the images were checked
+        run_pass("dissection: IoU", model, concept_data, {n: modules[n] for n in tallies.layers}, [tallies],
+                 passes if tallies.layers else masks_only, checkpoint=ckpt)
     finally:
         model.train(was_training)
     layers_out = {name: _layer_result(name, plans[name], thresholds[name], tallies, concepts, options,
