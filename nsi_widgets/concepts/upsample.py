@@ -83,13 +83,16 @@ class CellAxis:
         self.single = bool((touch[:, 1] < 0).all())          # every map row feeds one cell at most
         self.torch = {name: torch.from_numpy(getattr(self, name)) for name in ("start", "length", "nxt", "touch")}
         self.torch["f"] = torch.from_numpy(np.ascontiguousarray(f))
-        # per cell, its pixels padded to max_length: index (0 beyond the cell), inside, weight f
+        # per cell: its pixels padded to max_length (0 beyond the cell), which are inside, their weights
+        # f, and the weights of its first and last pixel
+        f = np.ascontiguousarray(f, dtype=np.float64)
         steps = np.arange(self.max_length)
         inside = steps[None, :] < self.length[:, None]
         pixels = np.where(inside, self.start[:, None] + steps[None, :], 0)
-        self.torch["pixels"] = torch.from_numpy(pixels.astype(np.int64))
-        self.torch["inside"] = torch.from_numpy(inside)
-        self.torch["weights"] = torch.from_numpy(np.ascontiguousarray(f)[pixels] if len(f) else pixels.astype(np.float64))
+        weights = f[pixels] if len(f) else np.zeros(pixels.shape)
         last = np.maximum(self.length - 1, 0)
-        self.torch["first_last"] = self.torch["weights"][:, [0]] if not self.max_length else \
-            torch.from_numpy(np.stack([np.ascontiguousarray(f)[pixels[:, 0]], np.ascontiguousarray(f)[pixels[np.arange(map_length), last]]], 1) if len(f) else np.zeros((map_length, 2)))
+        ends = weights[:, [0]].repeat(2, 1) if self.max_length else np.zeros((map_length, 2))
+        if self.max_length:
+            ends[:, 1] = weights[np.arange(map_length), last]
+        self.torch.update(pixels=torch.from_numpy(pixels.astype(np.int64)), inside=torch.from_numpy(inside),
+                          weights=torch.from_numpy(weights), first_last=torch.from_numpy(np.ascontiguousarray(ends)))
