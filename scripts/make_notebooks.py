@@ -2210,7 +2210,8 @@ DISSECTION = [
 
     `zoo.load_concepts("shapes", n=...)` gives items `(image, masks)`, the masks bool `(21, 64, 64)`,
     with `.concepts` and `.concept_categories`. Two passes over it (one for the thresholds, one for
-    the IoUs), each one forward of the network.
+    the IoUs); only the first runs the network: it keeps, with each unit's largest values, where they
+    are and the map values around them, which is all the IoU pass needs besides the masks.
     """),
     code(r"""
     model = nsi.zoo.load_model("cnn")
