@@ -54,6 +54,8 @@ from .dissection_results import DissectionResult, LayerDissection
 from .upsample import AlignedUpsampler
 
 UNIONS = ("labelled", "all")
+_TIE_MARGIN = 16  # one-forward layers keep this many values more than the quantile needs: a threshold
+                  # equal to the last needed value (ties) then still lies above the smallest kept one
 _TRANSIENT = 4   # the one-forward entries take up to this many times their size while they are merged
 _SAMPLE_SEED = 7919
 
@@ -240,6 +242,7 @@ def _plan_layers(model, modules, data, concepts: ConceptSet, options: DissectOpt
             _TRANSIENT * sum(p.kept_bytes(deferred=True) for p in plans.values()) <= budget:
         for plan in plans.values():
             plan.deferred = True
+            plan.keep = min(plan.total, plan.keep + _TIE_MARGIN)
         return plans
     if sum(p.kept_bytes(deferred=False) for p in plans.values()) > budget:
         share = budget / len(plans)
