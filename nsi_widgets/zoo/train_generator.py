@@ -8,15 +8,22 @@ Two stages, on freshly generated default images (:func:`~nsi_widgets.zoo.make_sh
 :data:`GENERATOR_TRAIN_SEED`, never used by the models or the index):
 
 1. encoder ``E`` and generator ``G`` jointly as an autoencoder: the loss is the pixel mean squared
-   error of ``x_hat = G(E(x) + noise)`` plus perceptual terms from the shipped ShapesCNN ``C`` (frozen):
-   ``feature_weight`` times the relative squared error of its ``conv3`` maps (shapes),
-   ``texture_weight`` times that of the per-channel spatial means of its ``conv1`` and ``conv2`` maps
-   (texture statistics, blind to where each grain lies, which no decoder can know), and
-   ``class_weight`` times the cross entropy of ``C(x_hat)`` with the image's label; plus a small
-   penalty on ``mean(h^2)``; with ``attribute_weight`` the first 20 latent dimensions are also trained
-   as logits of the colour (10), shape kind (6) and texture (4) (cross entropy with the ground truth),
-   so that the generator's code names the class attributes (:data:`ATTRIBUTES`). The latent noise (``latent_noise``) makes ``G`` smooth around the codes
-   of real images, where PPGN walks;
+   error of ``x_hat = G(E(x) + noise)`` plus
+   ``feature_weight`` times the relative squared error of the shipped ShapesCNN ``C``'s (frozen)
+   ``conv3`` maps (a perceptual term), ``energy_weight`` times the squared difference of the local
+   high-frequency energy (:func:`grain_energy`: how grainy each 8x8 cell is, blind to where each grain
+   lies, which no decoder can know; it teaches ``G`` the amplitude of its fixed grain pattern),
+   ``pose_weight`` times the squared error of the latent pose (:data:`~nsi_widgets.zoo.generator.POSE_DIMS`)
+   against the ground truth (:func:`pose_targets`), ``shape_weight`` times the cross entropy of the shape
+   logits (:data:`~nsi_widgets.zoo.generator.SHAPE_DIMS`) with the true shape kind plus the squared error
+   of the rotation dimensions, and a small penalty on ``mean(h^2)`` of the other dimensions. The
+   shipped generator (``generator="conv"``, :class:`~nsi_widgets.zoo.generator.ShapesGenerator`) uses
+   the pixel and ``conv3`` terms only; the pose, shape and energy terms are for
+   ``generator="layered"`` (:class:`~nsi_widgets.zoo.generator.LayeredShapesGenerator`, tried, not
+   shipped: docs/zoo.md "Generator prior"), ``texture_weight`` (the per-channel spatial means of ``C``'s
+   ``conv1`` and ``conv2`` maps) and ``class_weight`` (the cross entropy of ``C(x_hat)`` with the label)
+   were tried too (0 by default). The latent noise (``latent_noise``; none on the centre when the pose
+   is trained) makes ``G`` smooth around the codes of real images, where PPGN walks;
 2. the latent denoiser ``R`` on the codes ``h = E(x)`` of the training images: ``R(h + n) ~ h`` with
    ``n ~ N(0, (prior_noise * std_d)^2)`` per dimension ``d``.
 
@@ -38,7 +45,7 @@ import torch
 from torch import nn
 
 from . import generator as gen
-from .render import BACKGROUND_KINDS, SHAPE_KINDS
+from .render import BACKGROUND_KINDS, ROTATIONAL_SYMMETRY, SHAPE_KINDS
 from .shapes import COLORS, make_shapes
 
 GENERATOR_TRAIN_SEED = 5
@@ -47,6 +54,7 @@ GENERATOR_HELD_OUT_SEED = 6
 """Seed of the held-out images of the reported PSNR."""
 
 GENERATOR_DEFAULTS: dict = {
+    "generator": "conv",
     "n_train": 16000,
     "n_held_out": 1000,
     "epochs": 6,
@@ -54,8 +62,10 @@ GENERATOR_DEFAULTS: dict = {
     "lr": 2e-3,
     "feature_weight": 0.01,
     "texture_weight": 0.0,
+    "energy_weight": 0.0,
+    "pose_weight": 0.0,
+    "shape_weight": 0.0,
     "class_weight": 0.0,
-    "attribute_weight": 0.0,
     "latent_weight": 1e-4,
     "latent_noise": 0.05,
     "prior_steps": 3000,
@@ -101,11 +111,6 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum() / b.pow(2).sum().clamp(min=1e-12)
 
 
-ATTRIBUTES = ((0, len(COLORS)), (len(COLORS), len(COLORS) + len(SHAPE_KINDS)),
-              (len(COLORS) + len(SHAPE_KINDS), len(COLORS) + len(SHAPE_KINDS) + len(BACKGROUND_KINDS)))
-"""Latent dimensions supervised as logits of the colour, the shape kind and the background texture."""
-
-
 def attributes(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Colour, shape and texture ids of class labels (label = (shape * 10 + colour) * 4 + texture)."""
     texture = labels % len(BACKGROUND_KINDS)
@@ -113,14 +118,42 @@ def attributes(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     return rest % len(COLORS), rest // len(COLORS), texture
 
 
-def _loss(generator, encoder, cnn, x, y, noise, s: dict) -> torch.Tensor:
+def grain_energy(x: torch.Tensor, block: int = 8) -> torch.Tensor:
+    """Local high-frequency energy ``(B, 1, H/block, W/block)``: the RMS over ``block x block`` cells of
+    the luminance minus its 3x3 mean (the grain's strength, blind to where each grain lies)."""
+    lum = x.mean(1, keepdim=True)
+    high = lum - nn.functional.avg_pool2d(nn.functional.pad(lum, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return (nn.functional.avg_pool2d(high.pow(2), block) + 1e-4).sqrt()
+
+
+def pose_targets(ground_truth: dict, size: int) -> torch.Tensor:
+    """``(n, 5)``: the latent pose of :data:`~nsi_widgets.zoo.generator.POSE_DIMS` (centre ``(y, x)`` in
+    ``[-1, 1]``, ``(radius / size - 0.21) / 0.05``) and of :data:`~nsi_widgets.zoo.generator.ROTATION_DIMS`
+    from the images' ground truth."""
+    centre = torch.as_tensor(np.asarray(ground_truth["center"], np.float32)) / size * 2 - 1
+    radius = torch.as_tensor(np.asarray(ground_truth["radius"], np.float32)) / size
+    kinds = np.asarray(ground_truth["shape_id"])
+    symmetry = np.array([ROTATIONAL_SYMMETRY[k] for k in SHAPE_KINDS])[kinds]
+    angle = 2 * np.pi * np.asarray(ground_truth["rotation"], np.float64) / symmetry
+    turns = (symmetry < 360)[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+    return torch.cat([centre, ((radius - 0.21) / 0.05)[:, None], torch.as_tensor(turns, dtype=torch.float32)], 1)
+
+
+def _loss(generator, encoder, cnn, x, y, noise, s: dict, pose=None) -> torch.Tensor:
     """Pixel MSE + perceptual terms of the module docstring + latent penalty, for one batch."""
     h = encoder(x)
     x_hat = generator(h + noise)
-    loss = (x_hat - x).pow(2).mean() + s["latent_weight"] * h.pow(2).mean()
-    if s["attribute_weight"]:
-        for (lo, hi), target in zip(ATTRIBUTES, attributes(y)):
-            loss = loss + s["attribute_weight"] * nn.functional.cross_entropy(h[:, lo:hi], target)
+    free = gen.ROTATION_DIMS[1] if s["shape_weight"] else gen.POSE_DIMS if s["pose_weight"] else 0
+    loss = (x_hat - x).pow(2).mean() + s["latent_weight"] * h[:, free:].pow(2).mean()
+    if s["pose_weight"]:
+        loss = loss + s["pose_weight"] * (h[:, :gen.POSE_DIMS] - pose[:, :gen.POSE_DIMS]).pow(2).mean()
+    if s["shape_weight"]:
+        rotation = h[:, gen.ROTATION_DIMS[0]:gen.ROTATION_DIMS[1]]
+        loss = loss + s["shape_weight"] * ((rotation - pose[:, gen.POSE_DIMS:]).pow(2).mean()
+                                           + nn.functional.cross_entropy(h[:, gen.SHAPE_DIMS[0]:gen.SHAPE_DIMS[1]],
+                                                                         attributes(y)[1]))
+    if s["energy_weight"]:
+        loss = loss + s["energy_weight"] * (grain_energy(x_hat) - grain_energy(x)).pow(2).mean()
     if s["feature_weight"] or s["texture_weight"] or s["class_weight"]:
         with torch.no_grad():
             t1, t2, t3, _ = _cnn_outputs(cnn, x)
@@ -133,7 +166,7 @@ def _loss(generator, encoder, cnn, x, y, noise, s: dict) -> torch.Tensor:
     return loss
 
 
-def _train_autoencoder(generator, encoder, cnn, x_train, y_train, s: dict, log, check=None) -> None:
+def _train_autoencoder(generator, encoder, cnn, x_train, y_train, pose_train, s: dict, log, check=None) -> None:
     params = list(generator.parameters()) + list(encoder.parameters())
     optimiser = torch.optim.Adam(params, lr=s["lr"])
     steps_per_epoch = math.ceil(len(x_train) / s["batch_size"])
@@ -150,7 +183,9 @@ def _train_autoencoder(generator, encoder, cnn, x_train, y_train, s: dict, log, 
         for step in range(steps_per_epoch):
             batch = order[step * s["batch_size"]:(step + 1) * s["batch_size"]]
             noise = torch.randn((len(batch), s["latent_dim"]), generator=noise_rng) * s["latent_noise"]
-            loss = _loss(generator, encoder, cnn, x_train[batch], y_train[batch], noise, s)
+            if s["pose_weight"]:
+                noise[:, :2] = 0  # none on the centre: a shift of the sprite is not a smooth change of the image
+            loss = _loss(generator, encoder, cnn, x_train[batch], y_train[batch], noise, s, pose_train[batch])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -188,13 +223,17 @@ def _train_prior(prior, latents: torch.Tensor, s: dict, log) -> None:
     prior.eval()
 
 
-def train_generator(log: Callable[[str], None] | None = print, **settings) -> tuple[gen.GeneratorPrior, dict]:
+def train_generator(log: Callable[[str], None] | None = print, monitor: nn.Module | None = None,
+                    **settings) -> tuple[gen.GeneratorPrior, dict]:
     """Train ``G``, ``E`` and ``R`` on default images (module docstring); return them and a report.
 
     Parameters
     ----------
     log : callable or None
         Receives progress lines.
+    monitor : nn.Module, optional
+        A second classifier whose accuracy on ``G(E(x))`` of held-out images is logged after each epoch
+        (a measurement only: it takes no part in the training).
     **settings
         Any key of :data:`GENERATOR_DEFAULTS` (numbers of images, epochs, learning rates, loss
         weights, noise levels, seeds, threads, image size, latent size).
@@ -210,6 +249,8 @@ def train_generator(log: Callable[[str], None] | None = print, **settings) -> tu
     unknown = set(settings) - set(GENERATOR_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(GENERATOR_DEFAULTS)}")
+    if settings.get("generator", "conv") not in gen.GENERATORS:
+        raise ValueError(f"generator must be one of {sorted(gen.GENERATORS)}, got {settings['generator']!r}")
     s = dict(GENERATOR_DEFAULTS, **settings)
     if s["train_seed"] == s["held_out_seed"]:
         raise ValueError("train_seed and held_out_seed must differ: the held-out images must be new")
@@ -230,7 +271,8 @@ def train_generator(log: Callable[[str], None] | None = print, **settings) -> tu
         cnn = load_model("cnn")
         for p in cnn.parameters():
             p.requires_grad_(False)
-        report = dict(s, generator_widths=list(gen.GENERATOR_WIDTHS), encoder_widths=list(gen.ENCODER_WIDTHS),
+        widths = gen.GENERATOR_WIDTHS if s["generator"] == "conv" else gen.LAYERED_WIDTHS
+        report = dict(s, generator_widths=list(widths), encoder_widths=list(gen.ENCODER_WIDTHS),
                       prior_hidden=gen.PRIOR_HIDDEN)
         torch.manual_seed(s["seed"])
         generator, encoder, prior = gen.build(report)
@@ -241,11 +283,14 @@ def train_generator(log: Callable[[str], None] | None = print, **settings) -> tu
             generator.eval()
             encoder.eval()
             rec = reconstruct(generator, encoder, x_held[:500])
+            if monitor is not None:
+                return (f", held-out PSNR {float(psnr(rec, x_held[:500]).mean()):.2f} dB, cnn/resnet accuracy on G(E(x)) "
+                        f"{_accuracy(cnn, rec, y_held[:500]):.3f}/{_accuracy(monitor, rec, y_held[:500]):.3f}")
             return (f", held-out PSNR {float(psnr(rec, x_held[:500]).mean()):.2f} dB, cnn accuracy on G(E(x)) "
                     f"{float((cnn(rec).argmax(1) == y_held[:500]).float().mean()):.3f}")
 
-        _train_autoencoder(generator, encoder, cnn, x_train.contiguous(memory_format=torch.channels_last), y_train, s,
-                           log, check)
+        _train_autoencoder(generator, encoder, cnn, x_train.contiguous(memory_format=torch.channels_last), y_train,
+                           pose_targets(train_data.ground_truth, s["size"]), s, log, check)
         for module in (generator, encoder, cnn):
             module.to(memory_format=torch.contiguous_format)
         autoencoder_seconds = time.perf_counter() - start
