@@ -198,3 +198,51 @@ def test_generator_must_be_a_module_with_a_known_latent_size():
         nsi.ppgn(model, generator, 1, progress=False)
     with pytest.raises(InputError, match="RGB"):
         nsi.ppgn(model, nn.Linear(D, 4), 1, latent_dim=D, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The layered generator (tried, not shipped: docs/zoo.md "Generator prior")
+# ---------------------------------------------------------------------------------------------
+def test_the_layered_generator_places_its_sprite_at_the_latent_pose():
+    """``h[:, :2]`` is the sprite's centre in [-1, 1] image coordinates: moving it moves the part of the
+    image that changes; the output is an image in [0, 1]; ``build`` picks it from a report."""
+    from nsi_widgets.zoo import generator as gen
+
+    torch.manual_seed(0)
+    g = gen.build({"generator": "layered"})[0].eval()
+    assert isinstance(g, gen.LayeredShapesGenerator)
+    with torch.no_grad():
+        g.out.bias.fill_(4.0)                                  # a solid sprite, whatever the decoder draws
+        h = torch.zeros(3, gen.LATENT_DIM)
+        h[1, :2] = torch.tensor([-0.5, 0.5])                   # (y, x): up and to the right
+        h[2, :2] = torch.tensor([0.5, -0.5])
+        x = g(h)
+    assert x.shape == (3, 3, 64, 64) and float(x.min()) >= 0 and float(x.max()) <= 1
+
+    def centroid(image, reference):
+        change = (image - reference).abs().sum(0)
+        ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+        return float((change * ys).sum() / change.sum()), float((change * xs).sum() / change.sum())
+
+    with torch.no_grad():
+        g.out.bias.fill_(-30.0)                                # no sprite: the background alone
+        background = g(h)
+    (y1, x1), (y2, x2) = centroid(x[1], background[1]), centroid(x[2], background[2])
+    assert abs(y1 - 16) < 3 and abs(x1 - 48) < 3 and abs(y2 - 48) < 3 and abs(x2 - 16) < 3, (y1, x1, y2, x2)
+
+
+def test_grain_energy_and_pose_targets():
+    from nsi_widgets.zoo import generator as gen
+    from nsi_widgets.zoo.train_generator import grain_energy, pose_targets
+
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    noisy = (flat + 0.2 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert grain_energy(flat).shape == (1, 1, 8, 8)
+    assert torch.allclose(grain_energy(flat), torch.full((1, 1, 8, 8), 0.01)) and (grain_energy(noisy) > 0.05).all()
+    data = nsi.zoo.make_shapes(12, seed=3)
+    targets = pose_targets(data.ground_truth, 64)
+    assert targets.shape == (12, gen.POSE_DIMS + 2)
+    centre = np.asarray(data.ground_truth["center"], np.float32) / 64 * 2 - 1
+    np.testing.assert_allclose(targets[:, :2].numpy(), centre, rtol=1e-6)
+    circles = np.asarray(data.ground_truth["shape_id"]) == 0
+    assert (targets[circles, 3:] == 0).all()
