@@ -283,21 +283,20 @@ class QuantileConsumer(Consumer):
     that reach the bound), buffered, and folded in with ``topk`` when the buffer outgrows the kept
     values (and before any state is read), so the kept values are always the exact top ``keep``.
 
-    For *deferred* layers (:class:`_LayerPlan`) each kept value also keeps (in an :class:`_EntryPool`)
-    where it is (image, row, column) and its 3 x 3 neighbourhood of map values (``-inf`` beyond the
-    map), which is all the
-    IoU counting needs of the map once the threshold is known (:meth:`candidates`), and the layer's
-    smallest value (with the kept maxima, the rounding margin of :func:`_candidate_bound`).
+    For *deferred* layers (:class:`_LayerPlan`) each kept value also keeps (in an :class:`_EntryPool`,
+    addressed by the id beside the value) where it is (image, row, column) and its 3 x 3 neighbourhood
+    of map values (``-inf`` beyond the map), which is all the IoU counting needs of the map once the
+    threshold is known (:meth:`candidates`); and the layer's smallest value (with the kept maxima,
+    the rounding margin of :func:`_candidate_bound`). Other layers keep the values alone.
     """
 
-    _FOLD = 1.0       # fold the buffer in when it holds more entries than this times the kept ones
     _COMPACT = 3      # drop the entries of values no longer kept when the pool is this many times the kept ones
 
     def __init__(self, plans: dict[str, _LayerPlan], quantile: float):
         self.plans, self.quantile = plans, float(quantile)
         self.layers = tuple(plans)
         self.values = {name: torch.empty(p.n_units, 0) for name, p in plans.items()}
-        self.ids = {name: torch.empty(p.n_units, 0, dtype=torch.int64) for name, p in plans.items()}
+        self.ids = {name: _no_ids(p) for name, p in plans.items()}    # pool ids beside the values, or None
         self.pools = {name: _EntryPool(p.neighbourhood) for name, p in plans.items() if p.deferred}
         self.low = {name: math.inf for name in plans}
         self._pending: dict[str, list] = {name: [] for name in plans}
@@ -322,21 +321,21 @@ class QuantileConsumer(Consumer):
             h, w = maps.shape[2:]
             b, y, x = flat // (h * w), (flat // w) % h, flat % w
             ids = self._add_entries(name, batch, maps, units, b, y, x)
-            self._combine(name, top.values.cpu(), ids.reshape(top.indices.shape))
+            self._combine(name, top.values.cpu(), None if ids is None else ids.reshape(top.indices.shape))
             return
         units, values, (b, y, x) = _above(maps, lower.to(maps.device), by_unit=True)
         if len(values):
             self._pending[name].append((units.cpu(), values.cpu(), self._add_entries(name, batch, maps, units, b, y, x)))
-            if sum(len(p[1]) for p in self._pending[name]) > self._FOLD * self.values[name].numel():
+            if sum(len(p[1]) for p in self._pending[name]) > self.values[name].numel():
                 self._fold(name)
 
-    def _add_entries(self, name: str, batch: Batch, maps, units, b, y, x) -> torch.Tensor:
-        """Pool ids of the map entries ``(units, b, y, x)`` of a deferred layer (else zeros): their
+    def _add_entries(self, name: str, batch: Batch, maps, units, b, y, x) -> torch.Tensor | None:
+        """Pool ids of the map entries ``(units, b, y, x)`` of a deferred layer (else None): their
         place ``(image h + y) w + x`` and, unless the upsampling is the identity, their 3 x 3
         neighbourhood (rows first, ``-inf`` beyond the map)."""
         pool = self.pools.get(name)
         if pool is None:
-            return torch.zeros(len(units), dtype=torch.int64)
+            return None
         n_images, n_units, h, w = maps.shape
         where = ((_pick(batch.indices.to(b.device), b) * h + y) * w + x).cpu()
         around = None
@@ -347,18 +346,20 @@ class QuantileConsumer(Consumer):
             around = _pick(padded.reshape(-1), offsets).reshape(-1, 9).cpu()
         return pool.add(where, around)
 
-    def _combine(self, name: str, values: torch.Tensor, ids: torch.Tensor) -> None:
-        """Keep the top ``keep`` of the kept values and ``values`` (C, n), with their pool ids."""
+    def _combine(self, name: str, values: torch.Tensor, ids: torch.Tensor | None) -> None:
+        """Keep the top ``keep`` of the kept values and ``values`` (C, n), with their pool ids (if any)."""
         values = torch.cat([self.values[name], values], dim=1)
-        ids = torch.cat([self.ids[name], ids], dim=1)
+        pool = self.pools.get(name)
+        if pool is not None:
+            ids = torch.cat([self.ids[name], ids], dim=1)
         keep = self.plans[name].keep
         if values.shape[1] > keep:
             chosen = torch.topk(values, keep, dim=1, largest=True, sorted=False).indices
-            values, ids = values.gather(1, chosen), ids.gather(1, chosen)
+            values = values.gather(1, chosen)
+            ids = ids.gather(1, chosen) if pool is not None else None
         self.values[name], self.ids[name] = values, ids
         full = values.shape[1] >= keep and values.shape[1] > 0
         self._lower[name] = values.amin(dim=1) if full else None
-        pool = self.pools.get(name)
         if pool is not None and pool.size > self._COMPACT * ids.numel() + 4096:
             self.ids[name] = pool.compact(ids)
 
@@ -374,12 +375,14 @@ class QuantileConsumer(Consumer):
             first = torch.cumsum(counts, 0) - counts
             slots.append(filled[units] + torch.arange(len(units)) - first[units])
             filled += counts
-        units, values, ids = (torch.cat(parts) for parts in zip(*pending))
+        units, values = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
         slot, width = torch.cat(slots), int(filled.max())
         dense = torch.full((n_units, width), -math.inf)
         dense[units, slot] = values
-        dense_ids = torch.zeros((n_units, width), dtype=torch.int64)
-        dense_ids[units, slot] = ids
+        dense_ids = None
+        if name in self.pools:
+            dense_ids = torch.zeros((n_units, width), dtype=torch.int64)
+            dense_ids[units, slot] = torch.cat([p[2] for p in pending])
         self._combine(name, dense, dense_ids)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -394,12 +397,13 @@ class QuantileConsumer(Consumer):
                 out[f"{name}|low"] = np.array([self.low[name]], np.float64)
         return out
 
-    def _read(self, name: str, state) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """``(values, pool ids, smallest value)`` of a saved or received state (entries added to the pool)."""
+    def _read(self, name: str, state) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """``(values, pool ids or None, smallest value)`` of a saved or received state (entries added to
+        the pool)."""
         values = torch.from_numpy(np.array(state[name], dtype=np.float32))
         pool = self.pools.get(name)
         if pool is None:
-            return values, torch.zeros(values.shape, dtype=torch.int64), math.inf
+            return values, None, math.inf
         where = torch.from_numpy(np.array(state[f"{name}|where"], dtype=np.int64)).reshape(-1)
         around = torch.from_numpy(np.array(state[f"{name}|around"], dtype=np.float32))
         ids = pool.add(where, around.reshape(-1, pool.neighbourhood) if pool.neighbourhood else None)
@@ -411,8 +415,7 @@ class QuantileConsumer(Consumer):
             if name in self.pools:
                 self.pools[name] = _EntryPool(plan.neighbourhood)
             values, ids, low = self._read(name, state)
-            self.values[name] = torch.empty(plan.n_units, 0)
-            self.ids[name] = torch.empty(plan.n_units, 0, dtype=torch.int64)
+            self.values[name], self.ids[name] = torch.empty(plan.n_units, 0), _no_ids(plan)
             self._combine(name, values, ids)
             self.low[name] = low
 
@@ -466,6 +469,11 @@ class QuantileConsumer(Consumer):
 def _pick(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``table[index]`` along the first dimension (``index_select``: a few times faster than indexing)."""
     return torch.index_select(table, 0, index)
+
+
+def _no_ids(plan: _LayerPlan) -> torch.Tensor | None:
+    """The empty pool ids of a deferred layer; None for a layer that keeps values alone."""
+    return torch.empty(plan.n_units, 0, dtype=torch.int64) if plan.deferred else None
 
 
 def _offsets(width: int, device) -> torch.Tensor:

@@ -81,8 +81,7 @@ class CellAxis:
         self.touch = touch
         self.max_length = int(self.length.max()) if map_length else 0
         self.single = bool((touch[:, 1] < 0).all())          # every map row feeds one cell at most
-        self.torch = {name: torch.from_numpy(getattr(self, name)) for name in ("start", "length", "nxt", "touch")}
-        self.torch["f"] = torch.from_numpy(np.ascontiguousarray(f))
+        self.torch = {name: torch.from_numpy(getattr(self, name)) for name in ("nxt", "touch")}
         # per cell: its pixels padded to max_length (0 beyond the cell), which are inside, their weights
         # f, and the weights of its first and last pixel
         f = np.ascontiguousarray(f, dtype=np.float64)
