@@ -213,6 +213,46 @@ def test_ties_at_a_threshold_send_that_layer_to_a_second_forward_and_equal_brute
     assert result["clip"].thresholds.max() == np.float32(0.05) and _maps(model, data, "conv3", 7).min() < 0
 
 
+class BatchMasks(Concepts):
+    """Concepts that also read masks in batches (``masks(indices)``, as zoo.ConceptDataset does); ``wrong``
+    corrupts them from item ``wrong`` on, ``shape`` returns them flattened from item ``shape`` on."""
+
+    def __init__(self, *args, wrong=None, shape=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.wrong, self.shape, self.batch_reads = wrong, shape, []
+
+    def masks(self, indices):
+        self.batch_reads.extend(indices)
+        out = np.stack([Concepts.__getitem__(self, i)[1].numpy() for i in indices])
+        del self.reads[-len(indices):]                   # reads counts the items read, not these
+        if self.wrong is not None:
+            out[np.asarray(indices) >= self.wrong] ^= True
+        if self.shape is not None and max(indices) >= self.shape:
+            return out.reshape(len(indices), -1)
+        return out
+
+
+def test_masks_read_in_batches_give_the_same_tallies_without_reading_items():
+    """The IoU pass of the one-forward mode reads a dataset's own masks(indices) when it has one whose
+    masks of item 0 equal the item's: no item is read then, and every tally equals the items' path."""
+    model = make_cnn(0)
+    items = dissect(model, Concepts(23, 2), LAYERS, quantile=0.02, batch_size=7, progress=False)
+    data = BatchMasks(23, 2)
+    batched = dissect(model, data, LAYERS, quantile=0.02, batch_size=7, progress=False)
+    assert batched.meta["forward_passes"] == 1 and sorted(set(data.batch_reads)) == list(range(23))
+    assert all(data.reads.count(i) == 1 for i in range(1, 23))          # by the first pass only
+    for layer in LAYERS:
+        for field in ("iou", "thresholds", "best_concept", "intersection", "unit_pixels", "concept_pixels"):
+            np.testing.assert_array_equal(getattr(batched[layer], field), getattr(items[layer], field), err_msg=field)
+    # masks(indices) that disagree with the items at item 0: the items are read instead
+    disagree = BatchMasks(23, 2, wrong=0)
+    again = dissect(model, disagree, LAYERS, quantile=0.02, batch_size=7, progress=False)
+    for layer in LAYERS:
+        np.testing.assert_array_equal(again[layer].intersection, items[layer].intersection)
+    with pytest.raises(InputError, match="masks\\(indices\\)"):
+        dissect(model, BatchMasks(23, 2, shape=8), LAYERS, quantile=0.02, batch_size=7, progress=False)
+
+
 def test_the_upsampled_peak_lands_on_the_receptive_field_centre():
     model = make_cnn(0)
     for layer in ("relu2", "pool", "relu3"):

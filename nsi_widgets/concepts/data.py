@@ -72,6 +72,63 @@ class ConceptSet:
 _PLACEHOLDER = torch.zeros(3, 1, 1)
 
 
+class MaskReader:
+    """Masks read in batches through a concept dataset's own ``masks(indices)`` (``(B, K, Hm, Wm)``
+    boolean, the masks of those items), for a pass that needs only masks: no images are made.
+
+    :meth:`of` gives the reader when the dataset offers one whose masks of item 0 equal the item's,
+    else None (the items are read instead). Each batch is checked like an item's masks.
+    """
+
+    def __init__(self, read, concept_set: ConceptSet):
+        self._read, self.concept_set = read, concept_set
+
+    @classmethod
+    def of(cls, concept_data, concept_set: ConceptSet) -> "MaskReader | None":
+        read = getattr(concept_data, "masks", None)
+        if not callable(read):
+            return None
+        reader = cls(read, concept_set)
+        try:
+            first = reader([0])
+        except Exception:  # noqa: BLE001 - not a batch reader of this kind: read the items
+            return None
+        item = _masks(get_item(concept_data, 0)[1], 0, len(concept_set.concepts), concept_set.mask_size)
+        return reader if torch.equal(first[0], item) else None
+
+    def __call__(self, indices) -> torch.Tensor:
+        indices = [int(i) for i in indices]
+        masks = self._read(indices)
+        if isinstance(masks, np.ndarray):
+            masks = torch.from_numpy(np.ascontiguousarray(masks))
+        if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.ndim != 4 \
+                or len(masks) != len(indices):
+            raise InputError(f"concept data: masks(indices) of items {indices[0]}..{indices[-1]} must be a boolean "
+                             f"array (B, K, H, W) with one entry per index, got {getattr(masks, 'shape', type(masks))}")
+        for index, one in zip(indices, masks):
+            _masks(one, index, len(self.concept_set.concepts), self.concept_set.mask_size)
+        return masks
+
+
+class Indices(torch.utils.data.Dataset):
+    """Items that are their own index (``n`` of them): the data of a pass whose consumers read everything
+    else themselves (e.g. through a :class:`MaskReader`); :func:`placeholder` is its split."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return int(index)
+
+
+def placeholder(item: Any, index: int) -> tuple[torch.Tensor, int, None]:
+    """``(1-pixel placeholder image, -1, None)``: the split of :class:`Indices` items."""
+    return _PLACEHOLDER, -1, None
+
+
 def describe(concept_data) -> ConceptSet:
     """Check a concept dataset's names and its first item; return its :class:`ConceptSet`."""
     if not hasattr(concept_data, "__len__") or not hasattr(concept_data, "__getitem__"):

@@ -49,7 +49,7 @@ from ..core.fingerprint import callable_fingerprint, data_fingerprint, model_fin
 from ..core.layers import LayerRecorder, resolve_layers
 from ..core.passes import Batch, Consumer, PassOptions, run_pass
 from ..core.receptive_field import receptive_field
-from .data import ConceptSet, describe
+from .data import ConceptSet, Indices, MaskReader, describe, placeholder
 from .dissection_results import DissectionResult, LayerDissection
 from .upsample import AlignedUpsampler
 
@@ -159,9 +159,15 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
         found = {name: quantiles.candidates(name, thresholds[name]) for name in modules}
         tallies = IoUConsumer(plans, thresholds, concepts, {n: c for n, c in found.items() if c is not None})
         del quantiles, found
-        masks_only = replace(passes, check=DataCheck(split=concepts.masks_only))     # the images were checked
-        run_pass("dissection: IoU", model, concept_data, {n: modules[n] for n in tallies.layers}, [tallies],
-                 passes if tallies.layers else masks_only, checkpoint=ckpt)
+        second, data = passes, concept_data
+        if not tallies.layers:                          # the images were checked: the masks alone are read
+            tallies.read_masks = MaskReader.of(concept_data, concepts)
+            if tallies.read_masks is None:
+                second = replace(passes, check=DataCheck(split=concepts.masks_only))
+            else:
+                second, data = replace(passes, check=DataCheck(split=placeholder)), Indices(len(concept_data))
+        run_pass("dissection: IoU", model, data, {n: modules[n] for n in tallies.layers}, [tallies], second,
+                 checkpoint=ckpt)
     finally:
         model.train(was_training)
     layers_out = {name: _layer_result(name, plans[name], thresholds[name], tallies, concepts, options,
@@ -286,10 +292,12 @@ class QuantileConsumer(Consumer):
     For *deferred* layers (:class:`_LayerPlan`) each kept value also keeps (in an :class:`_EntryPool`,
     addressed by the id beside the value) where it is (image, row, column) and its 3 x 3 neighbourhood
     of map values (``-inf`` beyond the map), which is all the IoU counting needs of the map once the
-    threshold is known (:meth:`candidates`); and the layer's smallest value (with the kept maxima,
-    the rounding margin of :func:`_candidate_bound`). Other layers keep the values alone.
+    threshold is known (:meth:`candidates`); and, unless its upsampling is the identity, the layer's
+    smallest value (with the kept maxima, the rounding margin of :func:`_candidate_bound`). Other
+    layers keep the values alone.
     """
 
+    _FOLD = 1.0       # fold the buffered values in when they outnumber the kept ones this many times
     _COMPACT = 3      # drop the entries of values no longer kept when the pool is this many times the kept ones
 
     def __init__(self, plans: dict[str, _LayerPlan], quantile: float):
@@ -310,7 +318,7 @@ class QuantileConsumer(Consumer):
             picks = torch.stack([_sample_positions(int(i), flat.shape[2], plan.positions)
                                  for i in batch.indices.tolist()]).to(flat.device)
             maps = flat.gather(2, picks[:, None, :].expand(-1, flat.shape[1], -1))[:, :, None, :]
-        if plan.deferred:
+        if plan.deferred and not plan.upsampler.identity:        # the rounding margin of blends needs the smallest
             self.low[name] = min(self.low[name], float(maps.amin()))
         lower = self._lower[name]
         if lower is None:                                                 # still filling: keep the batch's top
@@ -326,7 +334,7 @@ class QuantileConsumer(Consumer):
         units, values, (b, y, x) = _above(maps, lower.to(maps.device), by_unit=True)
         if len(values):
             self._pending[name].append((units.cpu(), values.cpu(), self._add_entries(name, batch, maps, units, b, y, x)))
-            if sum(len(p[1]) for p in self._pending[name]) > self.values[name].numel():
+            if sum(len(p[1]) for p in self._pending[name]) > self._FOLD * self.values[name].numel():
                 self._fold(name)
 
     def _add_entries(self, name: str, batch: Batch, maps, units, b, y, x) -> torch.Tensor | None:
@@ -447,23 +455,44 @@ class QuantileConsumer(Consumer):
         self._fold(name)
         t = torch.from_numpy(np.asarray(thresholds, np.float64))
         high = self.values[name].amax(dim=1)                             # the kept values hold each maximum
-        wide = _candidate_bound(torch.tensor(self.low[name]), high[None, :, None], t)
+        if plan.upsampler.identity:       # no blends: the positions above T_k are those above its float32 bound
+            wide = t.clone()
+        else:
+            wide = _candidate_bound(torch.tensor(self.low[name]), high[None, :, None], t)
         smallest = self.values[name].amin(dim=1).double()
         zeros = (t == 0) & (smallest == 0) & (self.low[name] >= 0)   # all else is 0, and blends of 0 are 0
         if not bool(((wide >= smallest) | zeros).all()):
             return None
         bound = torch.where(zeros, 0.0, _narrow(wide, torch.float32).double())   # zeros: positive corners only
         chosen = self.values[name].double() > bound[:, None]              # (C, keep)
-        units, slot = chosen.nonzero().unbind(1)
+        units, slot = _where_nd(chosen)
         h, w = plan.map_size
         where, around = self.pools[name].rows(self.ids[name][units, slot])
         order = torch.argsort(where, stable=True)
         where = where[order]
         return _Candidates(units[order], self.values[name][units, slot][order],
-                           torch.stack([where // (h * w), (where // w) % h, where % w], dim=1), around[order], wide)
+                           torch.stack([where // (h * w), (where // w) % h, where % w], dim=1), around[order], wide,
+                           bound)
 
     def result(self):
         return self.thresholds()
+
+
+def _where(mask: torch.Tensor) -> torch.Tensor:
+    """The flat indices (row-major) of the true entries of ``mask`` (as ``nonzero``; NumPy's on the CPU,
+    which is faster)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.reshape(-1).nonzero().squeeze(1)
+
+
+def _where_nd(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The coordinates of the true entries of ``mask``, one tensor per dimension (``nonzero().unbind(1)``)."""
+    flat, out = _where(mask), []
+    for size in reversed(mask.shape[1:]):
+        out.append(flat % size)
+        flat = flat // size
+    return (flat, *reversed(out))
 
 
 def _pick(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -532,6 +561,7 @@ class _Candidates:
     where: torch.Tensor
     around: torch.Tensor
     wide: torch.Tensor
+    bound: torch.Tensor   # (C,) float64: the candidates are the map entries above it
 
     def of_images(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rows, b)``: the candidates of the images ``indices`` (the batch) and their batch position."""
@@ -539,8 +569,9 @@ class _Candidates:
         wanted = indices.numpy()
         lo, hi = np.searchsorted(images, wanted, "left"), np.searchsorted(images, wanted, "right")
         counts = hi - lo
-        rows = np.concatenate([np.arange(a, z) for a, z in zip(lo, hi)]) if counts.sum() else np.zeros(0, np.int64)
-        return torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(np.repeat(np.arange(len(wanted)), counts))
+        starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)      # each image's rows lo .. hi - 1 in turn
+        rows = np.arange(int(counts.sum()), dtype=np.int64) + starts
+        return torch.from_numpy(rows), torch.from_numpy(np.repeat(np.arange(len(wanted)), counts))
 
 
 def _above(maps: torch.Tensor, bound: torch.Tensor, by_unit: bool = False, rowmax: torch.Tensor | None = None):
@@ -551,11 +582,11 @@ def _above(maps: torch.Tensor, bound: torch.Tensor, by_unit: bool = False, rowma
     rowmax = maps.amax(dim=3) if rowmax is None else rowmax               # (B, C, h)
     n_units, h, w = maps.shape[1:]
     if by_unit:
-        c, b, y = (rowmax.transpose(0, 1) > bound[:, None, None]).nonzero().unbind(1)
+        c, b, y = _where_nd(rowmax.transpose(0, 1) > bound[:, None, None])
     else:
-        b, c, y = (rowmax > bound[None, :, None]).nonzero().unbind(1)
+        b, c, y = _where_nd(rowmax > bound[None, :, None])
     rows = _pick(maps.reshape(-1, w), (b * n_units + c) * h + y)          # (r, w)
-    r, x = (rows > _pick(bound, c)[:, None]).nonzero().unbind(1)
+    r, x = _where_nd(rows > _pick(bound, c)[:, None])
     return _pick(c, r), _pick(rows.reshape(-1), r * w + x), (_pick(b, r), _pick(y, r), x)
 
 
@@ -616,12 +647,14 @@ class IoUConsumer(Consumer):
                             "units_cat": np.zeros((p.n_units, self.n_categories), np.int64),
                             "above": np.zeros(p.n_units, np.int64)} for n, p in plans.items()}
         self.concept_pixels = np.zeros(k, np.int64)
+        self.read_masks: Callable | None = None       # indices -> masks, when they are not the batches' extra
         self._batch: dict = {}
 
     def _masks(self, batch: Batch) -> dict:
         """The batch's mask patterns, computed once per batch (see :func:`_mask_patterns`)."""
         if self._batch.get("number") != batch.number:
-            self._batch = {"number": batch.number, **_mask_patterns(batch.extra, self._category_onehot)}
+            masks = batch.extra if self.read_masks is None else self.read_masks(batch.indices.tolist())
+            self._batch = {"number": batch.number, **_mask_patterns(masks, self._category_onehot)}
         return self._batch
 
     def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
@@ -634,86 +667,83 @@ class IoUConsumer(Consumer):
         self._count_layer(name, maps, thresholds, wide, units, values, b, y, x, self._masks(batch))
 
     def _deferred(self, batch: Batch, name: str) -> None:
-        """Count a deferred layer's pixels of this batch's images from the first pass's entries."""
+        """Count a deferred layer's pixels of this batch's images from the first pass's entries.
+
+        Every cell with a corner above the candidate bound is counted once, by its *owner*: the first of
+        its corners (in the order ``(i, j)``, ``(i, j')``, ``(i', j)``, ``(i', j')``) above the bound,
+        which is a candidate whose 3 x 3 neighbourhood holds all four corners."""
         found = self.candidates[name]
         rows, b = found.of_images(batch.indices.cpu())
         plan, units, values = self.plans[name], _pick(found.units, rows), _pick(found.values, rows)
         where = _pick(found.where, rows)
         y, x = where[:, 1], where[:, 2]
-        maps = None
-        if not plan.upsampler.identity:
-            h, w = plan.map_size
-            padded = torch.full((len(batch.indices), plan.n_units, h + 2, w + 2), -math.inf)
-            centre = ((b * plan.n_units + units) * (h + 2) + y + 1) * (w + 2) + x + 1
-            padded.view(-1)[centre[:, None] + _offsets(w + 2, centre.device)] = _pick(found.around, rows)
-            maps = padded
-        self._count_layer(name, maps, self.thresholds[name], found.wide, units, values, b, y, x, self._masks(batch),
-                          pad=1)
-
-    def _count_layer(self, name, maps, thresholds, wide, units, values, b, y, x, masks, pad: int = 0) -> None:
-        """Tally the layer's pixels above ``T_k`` from its map positions above the candidate bound
-        (``maps``: the layer's maps, contiguous, with ``pad`` rows and columns around each)."""
-        tally, plan = self.tallies[name], self.plans[name]
-        above = (values.double() > _pick(thresholds, units)).nonzero().squeeze(1)
-        tally["above"] += np.bincount(_pick(units, above).cpu().numpy(), minlength=plan.n_units)
-        if not len(units):
+        masks = self._masks(batch)
+        self._count_above(name, self.thresholds[name], units, values, b, y, x, masks)
+        if plan.upsampler.identity or not len(units):
             return
-        if plan.upsampler.identity:             # the map is the mask: the positions above T_k are M_k
-            self._tally(name, _pick(units, above).cpu().numpy(), *(_pick(t, above).cpu() for t in (b, y, x)), masks)
+        cells, corners = _owned_cells(plan.upsampler.cells, units, b, y, x, _pick(found.around, rows), found.bound)
+        self._count_cells(name, cells, corners, self.thresholds[name], found.wide, masks)
+
+    def _count_layer(self, name, maps, thresholds, wide, units, values, b, y, x, masks) -> None:
+        """Tally the layer's pixels above ``T_k`` from its map positions above the candidate bound
+        (``maps``: the layer's maps, contiguous)."""
+        plan = self.plans[name]
+        self._count_above(name, thresholds, units, values, b, y, x, masks)
+        if plan.upsampler.identity or not len(units):
             return
         shape = (len(masks["labelled"]), plan.n_units, *plan.map_size)
         cells = _cells(plan.upsampler.cells, units, b, y, x, shape)
-        per = max(1, self._CELL_PIXELS // max(1, plan.upsampler.cells[0].max_length * plan.upsampler.cells[1].max_length))
-        for start in range(0, len(cells[0]), per):
-            chunk = tuple(t[start:start + per] for t in cells)
-            self._count(name, maps, thresholds, wide, chunk, masks, pad)
+        self._count_cells(name, cells, _map_corners(plan.upsampler.cells, maps, cells), thresholds, wide, masks)
 
-    def _count(self, name, maps, thresholds, wide, cells, masks, pad: int = 0) -> None:
-        """Upsample the pixels of ``cells`` (unit, image, cell row, cell column), threshold and tally them
-        (``maps`` contiguous, with ``pad`` extra rows and columns on every side)."""
+    def _count_above(self, name, thresholds, units, values, b, y, x, masks) -> None:
+        """Tally the map positions above ``T_k`` (``above``); where the upsampling is the identity they
+        are ``M_k`` itself."""
+        tally, plan = self.tallies[name], self.plans[name]
+        above = _where(values.double() > _pick(thresholds, units))
+        tally["above"] += np.bincount(_pick(units, above).cpu().numpy(), minlength=plan.n_units)
+        if plan.upsampler.identity and len(above):
+            self._tally(name, _pick(units, above).cpu().numpy(), *(_pick(t, above).cpu() for t in (b, y, x)), masks)
+
+    def _count_cells(self, name, cells, corners, thresholds, wide, masks) -> None:
+        """:meth:`_count` the cells a bounded number of pixels at a time."""
+        ay, ax = self.plans[name].upsampler.cells
+        per = max(1, self._CELL_PIXELS // max(1, ay.max_length * ax.max_length))
+        for start in range(0, len(cells[0]), per):
+            part = slice(start, start + per)
+            self._count(name, tuple(t[part] for t in cells), tuple(t[part] for t in corners), thresholds, wide, masks)
+
+    def _count(self, name, cells, corners, thresholds, wide, masks) -> None:
+        """Upsample the pixels of ``cells`` (unit, image, cell row, cell column), whose corner values are
+        ``corners`` (``a00, a10, a01, a11``: rows ``i, i'``, columns ``j, j'``; float64), threshold and
+        tally them."""
         c, b, i, j = cells
-        plan, tally = self.plans[name], self.tallies[name]
+        plan = self.plans[name]
         ay, ax = plan.upsampler.cells
         ty, tx = ay.torch, ax.torch
-        ni, nj = _pick(ty["nxt"], i), _pick(tx["nxt"], j)
-        flat, (_, units, h, w) = maps.reshape(-1), maps.shape
-        base = (b * units + c) * h + pad
-        corner = lambda r, q: _pick(flat, (base + r) * w + q + pad).to(torch.float64)[:, None]   # noqa: E731
-        a00, a10, a01, a11 = corner(i, j), corner(ni, j), corner(i, nj), corner(ni, nj)
-        if ay.max_length > 2 or ax.max_length > 2:
-            # The blend is bilinear in (fy, fx), so a cell's largest value is at one of its four outermost
-            # pixels (f is monotone within a cell): skip the cells where none of them reaches the bound.
-            gy, gx = _pick(ty["first_last"], i), _pick(tx["first_last"], j)
-            left, right = a00 * (1 - gy) + a10 * gy, a01 * (1 - gy) + a11 * gy
-            peak = (left[:, :, None] * (1 - gx)[:, None, :] + right[:, :, None] * gx[:, None, :]).flatten(1).amax(1)
-            keep = peak > _pick(wide, c)
-            if not keep.all():
-                keep = keep.nonzero().squeeze(1)
-                c, b, i, j, ni, nj = (_pick(t, keep) for t in (c, b, i, j, ni, nj))
-                a00, a10, a01, a11 = (_pick(t, keep) for t in (a00, a10, a01, a11))
+        a00, a10, a01, a11 = (t[:, None] for t in corners)
         rows, cols = _pick(ty["pixels"], i), _pick(tx["pixels"], j)                 # (n, Ly), (n, Lx)
         inside_y, inside_x = _pick(ty["inside"], i), _pick(tx["inside"], j)
-        fy, fx = _pick(ty["weights"], i), _pick(tx["weights"], j)
-        left = a00 * (1 - fy) + a10 * fy                                           # (n, Ly): rows first
-        right = a01 * (1 - fy) + a11 * fy
+        fy, gy = _pick(ty["weights"], i), _pick(ty["complements"], i)                # f and 1 - f
+        left = a00 * gy + a10 * fy                                                 # (n, Ly): rows first
+        right = a01 * gy + a11 * fy
         if ax.max_length > 2:
             # Along a row the blend is linear in fx, so its largest value is at the row's first or last
             # pixel: only rows where one of them reaches the bound are blended in full.
-            ends = _pick(tx["first_last"], j)
-            f0, f1 = ends[:, :1], ends[:, 1:]
-            ends = torch.maximum(left * (1 - f0) + right * f0, left * (1 - f1) + right * f1)
-            cell, dy = ((ends > _pick(wide, c)[:, None]) & inside_y).nonzero().unbind(1)
+            f, g = _pick(tx["first_last"], j), _pick(tx["first_last_complements"], j)
+            ends = torch.maximum(left * g[:, :1] + right * f[:, :1], left * g[:, 1:] + right * f[:, 1:])
+            cell, dy = _where_nd((ends > _pick(wide, c)[:, None]) & inside_y)
         else:
-            cell, dy = inside_y.nonzero().unbind(1)
+            cell, dy = _where_nd(inside_y)
         if not len(cell):
             return
         ly, lx = ay.max_length, ax.max_length
         row = cell * ly + dy
-        f = _pick(fx, cell)
-        up = _pick(left.reshape(-1), row)[:, None] * (1 - f) + _pick(right.reshape(-1), row)[:, None] * f   # (m, Lx)
+        column = _pick(j, cell)
+        f, g = _pick(tx["weights"], column), _pick(tx["complements"], column)
+        up = _pick(left.reshape(-1), row)[:, None] * g + _pick(right.reshape(-1), row)[:, None] * f   # (m, Lx)
         unit = _pick(c, cell)
         hit = (up > _pick(thresholds, unit)[:, None]) & _pick(inside_x, cell)
-        pair, dx = hit.nonzero().unbind(1)
+        pair, dx = _where_nd(hit)
         if not len(pair):
             return
         cell, row = _pick(cell, pair), _pick(row, pair)
@@ -725,9 +755,9 @@ class IoUConsumer(Consumer):
         plan, tally = self.plans[name], self.tallies[name]
         pixel = (image * masks["pixels"] + row * masks["width"] + col).numpy()
         n_units, n_images = plan.n_units, masks["labelled"].shape[0]
-        tally["units"] += np.bincount(unit, minlength=n_units)
-        per_image = np.bincount(unit * n_images + image.numpy(), minlength=n_units * n_images)
-        tally["units_cat"] += per_image.reshape(n_units, n_images) @ masks["labelled"]
+        per_image = np.bincount(unit * n_images + image.numpy(), minlength=n_units * n_images).reshape(n_units, -1)
+        tally["units"] += per_image.sum(axis=1)
+        tally["units_cat"] += per_image @ masks["labelled"]
         patterns = masks["patterns"]
         key = unit * len(patterns) + masks["pattern_of"][pixel]
         tally["both"] += np.bincount(key, minlength=n_units * len(patterns)).reshape(n_units, -1) @ patterns
@@ -778,23 +808,82 @@ def _narrow(bound: torch.Tensor, dtype) -> torch.Tensor:
     return torch.where(narrow.double() > bound, torch.nextafter(narrow, torch.tensor(-math.inf, dtype=dtype)), narrow)
 
 
+def _map_corners(axes, maps: torch.Tensor, cells) -> tuple[torch.Tensor, ...]:
+    """The corner values ``(a00, a10, a01, a11)`` float64 of ``cells`` (unit, image, i, j) read from ``maps``
+    (B, C, h, w), contiguous."""
+    c, b, i, j = cells
+    ni, nj = _pick(axes[0].torch["nxt"], i), _pick(axes[1].torch["nxt"], j)
+    flat, (_, units, h, w) = maps.reshape(-1), maps.shape
+    base = (b * units + c) * h
+    corner = lambda r, q: _pick(flat, (base + r) * w + q).to(torch.float64)   # noqa: E731
+    return corner(i, j), corner(ni, j), corner(i, nj), corner(ni, nj)
+
+
+def _ownership_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """For every pair of relative row and column layouts of a cell (``CellAxis.rel``: ``3 r + r'``, the
+    rows ``i, i'`` of the cell relative to the candidate's, 0..2; the same for columns): ``slots`` (81, 4),
+    the neighbourhood slots (``3 row + column``) of the corners ``(i, j), (i, j'), (i', j), (i', j')``, and
+    ``before`` (81,), the bits of the slots of the corners before the candidate's own (slot 4)."""
+    slots = torch.zeros(81, 4, dtype=torch.int64)
+    before = torch.zeros(81, dtype=torch.int32)
+    for row_layout in range(9):
+        r = (row_layout // 3, row_layout % 3)
+        for col_layout in range(9):
+            c = (col_layout // 3, col_layout % 3)
+            corners = [3 * r[0] + c[0], 3 * r[0] + c[1], 3 * r[1] + c[0], 3 * r[1] + c[1]]
+            slots[row_layout * 9 + col_layout] = torch.tensor(corners)
+            own = corners.index(4) if 4 in corners else 4
+            before[row_layout * 9 + col_layout] = sum(1 << k for k in set(corners[:own]) - {4})
+    return slots, before
+
+
+_SLOTS, _BEFORE = _ownership_tables()
+_BITS = torch.tensor([float(1 << k) for k in range(9)])
+
+
+def _owned_cells(axes, units, b, y, x, around: torch.Tensor, bound: torch.Tensor):
+    """The cells ``(unit, image, i, j)`` owned by the candidates ``(units, b, y, x)`` and their corner values.
+
+    A candidate's cells are those whose corners include its position (``touch``: up to 2 x 2); it
+    owns a cell when no corner before its own, in the order ``(i, j)``, ``(i, j')``, ``(i', j)``,
+    ``(i', j')``, lies above ``bound`` (so each cell with a corner above it is counted once). All four
+    corners lie within the candidate's 3 x 3 neighbourhood ``around`` (rows first; ``bound`` is a float32
+    value, so comparing in float32 is exact)."""
+    ay, ax = axes
+    ry, rx = _pick(ay.torch["rel"], y), _pick(ax.torch["rel"], x)                   # (n, 2) each, -1 = none
+    layout = (ry[:, :, None] * 9 + rx[:, None, :]).reshape(-1)                       # (n * 4,): options a, c
+    valid = ((ry >= 0)[:, :, None] & (rx >= 0)[:, None, :]).reshape(-1)
+    high = around > _pick(bound.to(around.dtype), units)[:, None]                    # (n, 9)
+    code = (high.to(torch.float32) @ _BITS).to(torch.int32).repeat_interleave(4)
+    owned = _where(valid & ((_pick(_BEFORE, layout.clamp(min=0)) & code) == 0))
+    entry, option = owned // 4, owned % 4
+    i = _pick(ay.torch["touch"].reshape(-1), _pick(y, entry) * 2 + option // 2)
+    j = _pick(ax.torch["touch"].reshape(-1), _pick(x, entry) * 2 + option % 2)
+    corners = _pick(around, entry).gather(1, _pick(_SLOTS, _pick(layout, owned))).to(torch.float64)
+    cells = (_pick(units, entry), _pick(b, entry), i, j)
+    return cells, (corners[:, 0], corners[:, 2], corners[:, 1], corners[:, 3])
+
+
 def _cells(axes, units, b, y, x, shape) -> tuple[torch.Tensor, ...]:
     """The distinct cells ``(unit, image, i, j)`` next to the map positions ``(units, b, y, x)``."""
     ay, ax = axes
     cy, cx = _pick(ay.torch["touch"], y), _pick(ax.torch["touch"], x)              # (n, 2) each, -1 = none
     n_images, n_units, h, w = shape
     if ay.single and ax.single:
-        keep = ((cy[:, 0] >= 0) & (cx[:, 0] >= 0)).nonzero().squeeze(1)
+        keep = _where((cy[:, 0] >= 0) & (cx[:, 0] >= 0))
         return _pick(units, keep), _pick(b, keep), _pick(cy[:, 0], keep), _pick(cx[:, 0], keep)
     ci = cy[:, :, None].expand(-1, 2, 2).reshape(-1)
     cj = cx[:, None, :].expand(-1, 2, 2).reshape(-1)
     base = (units * n_images + b).repeat_interleave(4)
-    keep = ((ci >= 0) & (cj >= 0)).nonzero().squeeze(1)
+    keep = _where((ci >= 0) & (cj >= 0))
     key = torch.unique((_pick(base, keep) * h + _pick(ci, keep)) * w + _pick(cj, keep))
     j = key % w
     i = (key // w) % h
     rest = key // (w * h)
     return rest // n_images, rest % n_images, i, j
+
+
+_TABLE_BITS = 22  # up to this many concepts, distinct patterns are found with a table of 2**K flags
 
 
 def _mask_patterns(masks: torch.Tensor, category_onehot: np.ndarray) -> dict:
@@ -805,30 +894,51 @@ def _mask_patterns(masks: torch.Tensor, category_onehot: np.ndarray) -> dict:
     ``width``)."""
     n_images, k, hm, wm = masks.shape
     bits = masks.cpu().numpy().reshape(n_images, k, hm * wm).view(np.uint8)
-    n_bytes = max(1, -(-k // 8))
-    packed = np.zeros((n_images, hm * wm, max(8, n_bytes)), np.uint8)
-    acc, shifted = np.empty((n_images, hm * wm), np.uint8), np.empty((n_images, hm * wm), np.uint8)
-    for byte in range(n_bytes):
-        acc[:] = bits[:, 8 * byte]
-        for bit in range(1, min(8, k - 8 * byte)):
-            np.left_shift(bits[:, 8 * byte + bit], np.uint8(bit), out=shifted)
-            np.bitwise_or(acc, shifted, out=acc)
-        packed[:, :, byte] = acc
-    flat = packed.reshape(n_images * hm * wm, -1)
-    if flat.shape[1] == 8:
-        codes, pattern_of = np.unique(flat.view(np.int64)[:, 0], return_inverse=True)
-        pattern_bytes = codes.view(np.uint8).reshape(-1, 8)
+    if k <= 63:
+        codes, present = _pattern_codes(bits)
+        if k <= _TABLE_BITS:
+            seen = np.zeros(1 << k, bool)
+            seen[codes] = True
+            distinct = np.flatnonzero(seen)
+            table = np.empty(1 << k, np.int64)
+            table[distinct] = np.arange(len(distinct))
+            pattern_of = table[codes]
+        else:
+            distinct, pattern_of = np.unique(codes, return_inverse=True)
+        patterns = ((distinct[:, None] >> np.arange(k)) & 1).astype(np.int64)
+        present = ((present[:, None] >> np.arange(k)) & 1).astype(np.int64)                # (B, K)
     else:
-        codes, pattern_of = np.unique(flat.view(np.dtype((np.void, flat.shape[1])))[:, 0], return_inverse=True)
-        pattern_bytes = codes.view(np.uint8).reshape(-1, flat.shape[1])
-    patterns = np.unpackbits(pattern_bytes, axis=1, bitorder="little")[:, :k].astype(np.int64)
-    pattern_of = pattern_of.reshape(-1).astype(np.int64)
-    n_patterns = len(patterns)
-    image = np.repeat(np.arange(n_images), hm * wm)
-    counts = np.bincount(image * n_patterns + pattern_of, minlength=n_images * n_patterns).reshape(n_images, -1)
-    present = (counts > 0).astype(np.int64) @ patterns                              # (B, K)
+        pattern_of, patterns = _pattern_bytes(bits)
+        n_patterns = len(patterns)
+        image = np.repeat(np.arange(n_images), hm * wm)
+        counts = np.bincount(image * n_patterns + pattern_of, minlength=n_images * n_patterns).reshape(n_images, -1)
+        present = (counts > 0).astype(np.int64) @ patterns
+    pattern_of = pattern_of.reshape(-1).astype(np.int64, copy=False)
     return {"pattern_of": pattern_of, "patterns": patterns, "labelled": ((present @ category_onehot) > 0).astype(np.int64),
-            "concept_pixels": counts.sum(axis=0) @ patterns, "pixels": hm * wm, "width": wm}
+            "concept_pixels": np.bincount(pattern_of, minlength=len(patterns)) @ patterns, "pixels": hm * wm,
+            "width": wm}
+
+
+def _pattern_codes(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, present)`` of masks ``bits`` (B, K, P) uint8 0/1 with K <= 63: each pixel's concepts as the
+    bits of an integer (B * P,), and each image's concepts present (B,) the same way."""
+    n_images, k, pixels = bits.shape
+    dtype = np.int32 if k <= 31 else np.int64
+    codes, shifted = np.zeros((n_images, pixels), dtype), np.empty((n_images, pixels), dtype)
+    for bit in range(k):
+        np.left_shift(bits[:, bit], bit, out=shifted, dtype=dtype)
+        codes |= shifted
+    return codes.reshape(-1), np.bitwise_or.reduce(codes, axis=1)
+
+
+def _pattern_bytes(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(pattern_of, patterns)`` for any number of concepts: pixels packed into bytes, distinct rows found
+    with ``numpy.unique``."""
+    n_images, k, pixels = bits.shape
+    packed = np.packbits(bits.transpose(0, 2, 1).reshape(n_images * pixels, k), axis=1, bitorder="little")
+    codes, pattern_of = np.unique(packed.view(np.dtype((np.void, packed.shape[1])))[:, 0], return_inverse=True)
+    pattern_bytes = codes.view(np.uint8).reshape(-1, packed.shape[1])
+    return pattern_of, np.unpackbits(pattern_bytes, axis=1, bitorder="little")[:, :k].astype(np.int64)
 
 
 def _layer_result(name: str, plan: _LayerPlan, thresholds: np.ndarray, tallies: IoUConsumer,

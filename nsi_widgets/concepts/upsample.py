@@ -79,11 +79,15 @@ class CellAxis:
         before = (cells >= 1) & (self.length[np.maximum(cells - 1, 0)] > 0) & (self.nxt[np.maximum(cells - 1, 0)] == cells)
         touch[:, 1] = np.where(before, cells - 1, -1)
         self.touch = touch
+        # the rows of each touched cell relative to the map row, as one number: 3 (i - y + 1) + (i' - y + 1)
+        y = np.arange(map_length)[:, None]
+        rel = 3 * (touch - y + 1) + (self.nxt[np.maximum(touch, 0)] - y + 1)
+        self.rel = np.where(touch >= 0, rel, -1).astype(np.int64)
         self.max_length = int(self.length.max()) if map_length else 0
         self.single = bool((touch[:, 1] < 0).all())          # every map row feeds one cell at most
-        self.torch = {name: torch.from_numpy(getattr(self, name)) for name in ("nxt", "touch")}
+        self.torch = {name: torch.from_numpy(getattr(self, name)) for name in ("nxt", "touch", "rel")}
         # per cell: its pixels padded to max_length (0 beyond the cell), which are inside, their weights
-        # f, and the weights of its first and last pixel
+        # f, the weights of its first and last pixel, and 1 - each of those weights
         f = np.ascontiguousarray(f, dtype=np.float64)
         steps = np.arange(self.max_length)
         inside = steps[None, :] < self.length[:, None]
@@ -94,4 +98,6 @@ class CellAxis:
         if self.max_length:
             ends[:, 1] = weights[np.arange(map_length), last]
         self.torch.update(pixels=torch.from_numpy(pixels.astype(np.int64)), inside=torch.from_numpy(inside),
-                          weights=torch.from_numpy(weights), first_last=torch.from_numpy(np.ascontiguousarray(ends)))
+                          weights=torch.from_numpy(weights), first_last=torch.from_numpy(np.ascontiguousarray(ends)),
+                          complements=torch.from_numpy(1 - weights),
+                          first_last_complements=torch.from_numpy(np.ascontiguousarray(1 - ends)))
