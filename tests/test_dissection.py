@@ -253,6 +253,29 @@ def test_masks_read_in_batches_give_the_same_tallies_without_reading_items():
         dissect(model, BatchMasks(23, 2, shape=8), LAYERS, quantile=0.02, batch_size=7, progress=False)
 
 
+class WithImages(BatchMasks):
+    """Also offers its images alone (``image_data``, as zoo.ConceptDataset does); ``shift`` makes them differ."""
+
+    def __init__(self, *args, shift=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.image_data = [(image.clamp(0, 1 - shift) + shift, 0) for image in self.images]
+
+
+def test_a_dataset_s_images_alone_feed_the_first_pass_when_they_are_its_items_images():
+    model = make_cnn(0)
+    items = dissect(model, Concepts(23, 2), LAYERS, quantile=0.02, batch_size=7, progress=False)
+    data = WithImages(23, 2)
+    fast = dissect(model, data, LAYERS, quantile=0.02, batch_size=7, progress=False)
+    assert set(data.reads) == {0}          # item 0 only (describe, the plan and the two checks); no pass reads items
+    shifted = WithImages(23, 2, shift=0.01)                     # other images: ignored, the items are read
+    slow = dissect(model, shifted, LAYERS, quantile=0.02, batch_size=7, progress=False)
+    assert all(shifted.reads.count(i) >= 1 for i in range(23))
+    for layer in LAYERS:
+        for field in ("iou", "thresholds", "intersection", "unit_pixels", "above_share"):
+            np.testing.assert_array_equal(getattr(fast[layer], field), getattr(items[layer], field), err_msg=field)
+            np.testing.assert_array_equal(getattr(slow[layer], field), getattr(items[layer], field), err_msg=field)
+
+
 def test_the_upsampled_peak_lands_on_the_receptive_field_centre():
     model = make_cnn(0)
     for layer in ("relu2", "pool", "relu3"):

@@ -8,6 +8,11 @@ the mask grid is stretched evenly over the image). It names its concepts in ``.c
 and, optionally, their categories in ``.concept_categories`` (K names, e.g. "shape", "colour";
 default one category ``"concept"``).
 
+Two optional attributes let a pass read only what it needs (both are checked against item 0 and
+ignored when they disagree with it): ``masks(indices)`` -> boolean ``(B, K, Hm, Wm)``, the masks of those
+items (:class:`MaskReader`), and ``image_data``, a dataset of the same images in the same order (items
+an image or ``(image, label)``; :func:`image_view`). ``nsi.zoo.load_concepts`` datasets have both.
+
 A category counts as *labelled* in an image when any of its concepts has a pixel there (the rule
 of NetDissect-Lite, which only annotates categories it has labels for); see ``union=`` of
 :func:`~nsi_widgets.concepts.dissection.dissect`.
@@ -108,6 +113,38 @@ class MaskReader:
         for index, one in zip(indices, masks):
             _masks(one, index, len(self.concept_set.concepts), self.concept_set.mask_size)
         return masks
+
+
+def image_view(concept_data):
+    """``(data, split)`` for a pass that needs only the images: the dataset's ``image_data`` (items an
+    image or ``(image, label)``) when it has the same length and the same first image, else the
+    concept data itself; ``split`` gives ``(image, -1, None)`` of an item of that data."""
+    images = getattr(concept_data, "image_data", None)
+    if images is not None and hasattr(images, "__getitem__") and hasattr(images, "__len__") \
+            and len(images) == len(concept_data):
+        try:
+            first = to_image_tensor(_image(get_item(images, 0)), 0)
+        except Exception:  # noqa: BLE001 - not a dataset of these images: read the items
+            first = None
+        if first is not None and torch.equal(first, to_image_tensor(get_item(concept_data, 0)[0], 0)):
+            return images, _image_only
+    return concept_data, _image_of_pair
+
+
+def _image(item):
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def _image_only(item: Any, index: int):
+    """``(image, -1, None)`` of an ``image_data`` item."""
+    return _image(item), -1, None
+
+
+def _image_of_pair(item: Any, index: int):
+    """``(image, -1, None)`` of a concept item (its masks are read and checked by another pass)."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise InputError(f"concept data item {index}: items must be (image, masks), got {type(item).__name__}")
+    return item[0], -1, None
 
 
 class Indices(torch.utils.data.Dataset):

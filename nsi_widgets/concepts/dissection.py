@@ -49,7 +49,7 @@ from ..core.fingerprint import callable_fingerprint, data_fingerprint, model_fin
 from ..core.layers import LayerRecorder, resolve_layers
 from ..core.passes import Batch, Consumer, PassOptions, run_pass
 from ..core.receptive_field import receptive_field
-from .data import ConceptSet, Indices, MaskReader, describe, placeholder
+from .data import ConceptSet, Indices, MaskReader, describe, image_view, placeholder
 from .dissection_results import DissectionResult, LayerDissection
 from .upsample import AlignedUpsampler
 
@@ -153,8 +153,9 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
         passes = PassOptions(batch_size, num_workers, device, preprocess, check, progress)
         ckpt = _checkpoint(model, modules, concept_data, concepts, options, check)
         quantiles = QuantileConsumer(plans, quantile)
-        images_only = replace(passes, check=replace(check, split=_image_of))      # the first pass needs no masks
-        run_pass("dissection: quantiles", model, concept_data, modules, [quantiles], images_only, checkpoint=ckpt)
+        images, split = image_view(concept_data)                      # the first pass needs no masks
+        run_pass("dissection: quantiles", model, images, modules, [quantiles], replace(passes, check=replace(check, split=split)),
+                 checkpoint=ckpt)
         thresholds = quantiles.thresholds()
         found = {name: quantiles.candidates(name, thresholds[name]) for name in modules}
         tallies = IoUConsumer(plans, thresholds, concepts, {n: c for n, c in found.items() if c is not None})
@@ -178,13 +179,6 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
             "mask_size": list(concepts.mask_size), "world_size": distributed.world_size(),
             "forward_passes": 2 if tallies.layers else 1, "second_pass_layers": list(tallies.layers)}
     return DissectionResult(layers_out, meta)
-
-
-def _image_of(item, index: int):
-    """``(image, -1, None)`` of a concept item (its masks are read and checked in the IoU pass)."""
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        raise InputError(f"concept data item {index}: items must be (image, masks), got {type(item).__name__}")
-    return item[0], -1, None
 
 
 def _device(model, device) -> torch.device:
@@ -468,10 +462,11 @@ class QuantileConsumer(Consumer):
         units, slot = _where_nd(chosen)
         h, w = plan.map_size
         where, around = self.pools[name].rows(self.ids[name][units, slot])
-        order = torch.argsort(where, stable=True)
-        where = where[order]
-        return _Candidates(units[order], self.values[name][units, slot][order],
-                           torch.stack([where // (h * w), (where // w) % h, where % w], dim=1), around[order], wide,
+        image = where // (h * w)
+        order = _by_image(image)
+        place = _pick(where - image * (h * w), order)
+        return _Candidates(_pick(units, order), _pick(self.values[name][units, slot], order),
+                           torch.stack([_pick(image, order), place // w, place % w], dim=1), _pick(around, order), wide,
                            bound)
 
     def result(self):
@@ -493,6 +488,14 @@ def _where_nd(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out.append(flat % size)
         flat = flat // size
     return (flat, *reversed(out))
+
+
+def _by_image(image: torch.Tensor) -> torch.Tensor:
+    """A stable order of entries by image index (a radix sort of 16-bit keys where they fit)."""
+    keys = image.numpy()
+    if len(keys) and int(keys.max()) < 2**16:
+        keys = keys.astype(np.uint16)
+    return torch.from_numpy(np.argsort(keys, kind="stable"))
 
 
 def _pick(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -534,8 +537,8 @@ class _EntryPool:
         """``(where, around)`` of ``ids`` (any shape: the rows come in its order, flattened)."""
         self._join()
         flat = ids.reshape(-1)
-        where = self._where[0][flat] if self._where else torch.zeros(0, dtype=torch.int64)
-        around = self._around[0][flat] if self.neighbourhood and self._around else torch.empty(len(flat), 0)
+        where = _pick(self._where[0], flat) if self._where else torch.zeros(0, dtype=torch.int64)
+        around = _pick(self._around[0], flat) if self.neighbourhood and self._around else torch.empty(len(flat), 0)
         return where, around
 
     def compact(self, ids: torch.Tensor) -> torch.Tensor:

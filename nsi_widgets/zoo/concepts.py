@@ -66,6 +66,12 @@ class ConceptDataset(torch.utils.data.Dataset):
         return self.shapes[index][0], self.masks([index])[0]
 
     @property
+    def image_data(self) -> ShapesDataset:
+        """The images alone (the underlying :class:`ShapesDataset`): a pass that needs no masks reads these
+        (nsi_widgets.concepts.data)."""
+        return self.shapes
+
+    @property
     def labels(self) -> np.ndarray:
         """(n,) class label of each image."""
         return self.shapes.labels
