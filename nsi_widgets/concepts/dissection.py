@@ -321,7 +321,7 @@ class QuantileConsumer(Consumer):
             units = torch.arange(maps.shape[1], device=maps.device)[:, None].expand_as(top.indices).reshape(-1)
             flat = top.indices.reshape(-1)
             h, w = maps.shape[2:]
-            b, y, x = flat // (h * w), (flat // w) % h, flat % w
+            b, y, x = _unravel(flat, maps.shape[:1] + maps.shape[2:])
             ids = self._add_entries(name, batch, maps, units, b, y, x)
             self._combine(name, top.values.cpu(), None if ids is None else ids.reshape(top.indices.shape))
             return
@@ -462,12 +462,10 @@ class QuantileConsumer(Consumer):
         units, slot = _where_nd(chosen)
         h, w = plan.map_size
         where, around = self.pools[name].rows(self.ids[name][units, slot])
-        image = where // (h * w)
+        image, y, x = _unravel(where, (-1, h, w))
         order = _by_image(image)
-        place = _pick(where - image * (h * w), order)
         return _Candidates(_pick(units, order), _pick(self.values[name][units, slot], order),
-                           torch.stack([_pick(image, order), place // w, place % w], dim=1), _pick(around, order), wide,
-                           bound)
+                           _pick(torch.stack([image, y, x], dim=1), order), _pick(around, order), wide, bound)
 
     def result(self):
         return self.thresholds()
@@ -483,8 +481,20 @@ def _where(mask: torch.Tensor) -> torch.Tensor:
 
 def _where_nd(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The coordinates of the true entries of ``mask``, one tensor per dimension (``nonzero().unbind(1)``)."""
-    flat, out = _where(mask), []
-    for size in reversed(mask.shape[1:]):
+    return _unravel(_where(mask), mask.shape)
+
+
+def _unravel(flat: torch.Tensor, shape) -> tuple[torch.Tensor, ...]:
+    """The coordinates in ``shape`` (row-major) of the flat indices ``flat``, one tensor per dimension
+    (by NumPy on the CPU: its integer division by one number is several times faster than torch's)."""
+    out = []
+    if flat.device.type == "cpu":
+        rest = flat.numpy()
+        for size in reversed(shape[1:]):
+            rest, last = np.divmod(rest, size)
+            out.append(torch.from_numpy(last))
+        return (torch.from_numpy(rest), *reversed(out))
+    for size in reversed(shape[1:]):
         out.append(flat % size)
         flat = flat // size
     return (flat, *reversed(out))
@@ -724,9 +734,7 @@ class IoUConsumer(Consumer):
         ay, ax = plan.upsampler.cells
         ty, tx = ay.torch, ax.torch
         a00, a10, a01, a11 = (t[:, None] for t in corners)
-        rows, cols = _pick(ty["pixels"], i), _pick(tx["pixels"], j)                 # (n, Ly), (n, Lx)
-        inside_y, inside_x = _pick(ty["inside"], i), _pick(tx["inside"], j)
-        fy, gy = _pick(ty["weights"], i), _pick(ty["complements"], i)                # f and 1 - f
+        fy, gy = _pick(ty["weights"], i), _pick(ty["complements"], i)                # f and 1 - f (NaN beyond)
         left = a00 * gy + a10 * fy                                                 # (n, Ly): rows first
         right = a01 * gy + a11 * fy
         if ax.max_length > 2:
@@ -734,24 +742,23 @@ class IoUConsumer(Consumer):
             # pixel: only rows where one of them reaches the bound are blended in full.
             f, g = _pick(tx["first_last"], j), _pick(tx["first_last_complements"], j)
             ends = torch.maximum(left * g[:, :1] + right * f[:, :1], left * g[:, 1:] + right * f[:, 1:])
-            cell, dy = _where_nd((ends > _pick(wide, c)[:, None]) & inside_y)
+            cell, dy = _where_nd(ends > _pick(wide, c)[:, None])                   # NaN beyond the cell: never
         else:
-            cell, dy = _where_nd(inside_y)
+            cell, dy = _where_nd(_pick(ty["inside"], i))
         if not len(cell):
             return
-        ly, lx = ay.max_length, ax.max_length
-        row = cell * ly + dy
+        row = cell * ay.max_length + dy
         column = _pick(j, cell)
         f, g = _pick(tx["weights"], column), _pick(tx["complements"], column)
         up = _pick(left.reshape(-1), row)[:, None] * g + _pick(right.reshape(-1), row)[:, None] * f   # (m, Lx)
         unit = _pick(c, cell)
-        hit = (up > _pick(thresholds, unit)[:, None]) & _pick(inside_x, cell)
-        pair, dx = _where_nd(hit)
+        pair, dx = _where_nd(up > _pick(thresholds, unit)[:, None])                 # NaN beyond the cell: never
         if not len(pair):
             return
-        cell, row = _pick(cell, pair), _pick(row, pair)
-        self._tally(name, _pick(unit, pair).cpu().numpy(), _pick(b, cell).cpu(), _pick(rows.reshape(-1), row).cpu(),
-                    _pick(cols.reshape(-1), cell * lx + dx).cpu(), masks)
+        cell = _pick(cell, pair)
+        self._tally(name, _pick(unit, pair).cpu().numpy(), _pick(b, cell).cpu(),
+                    (_pick(ty["start"], _pick(i, cell)) + _pick(dy, pair)).cpu(),
+                    (_pick(tx["start"], _pick(column, pair)) + dx).cpu(), masks)
 
     def _tally(self, name, unit: np.ndarray, image: torch.Tensor, row: torch.Tensor, col: torch.Tensor, masks) -> None:
         """Count the thresholded pixels ``(unit, image, row, col)`` into the layer's tallies."""
@@ -859,9 +866,9 @@ def _owned_cells(axes, units, b, y, x, around: torch.Tensor, bound: torch.Tensor
     high = around > _pick(bound.to(around.dtype), units)[:, None]                    # (n, 9)
     code = (high.to(torch.float32) @ _BITS).to(torch.int32).repeat_interleave(4)
     owned = _where(valid & ((_pick(_BEFORE, layout.clamp(min=0)) & code) == 0))
-    entry, option = owned // 4, owned % 4
-    i = _pick(ay.torch["touch"].reshape(-1), _pick(y, entry) * 2 + option // 2)
-    j = _pick(ax.torch["touch"].reshape(-1), _pick(x, entry) * 2 + option % 2)
+    entry, a, c = _unravel(owned, (-1, 2, 2))
+    i = _pick(ay.torch["touch"].reshape(-1), _pick(y, entry) * 2 + a)
+    j = _pick(ax.torch["touch"].reshape(-1), _pick(x, entry) * 2 + c)
     corners = _pick(around, entry).gather(1, _pick(_SLOTS, _pick(layout, owned))).to(torch.float64)
     cells = (_pick(units, entry), _pick(b, entry), i, j)
     return cells, (corners[:, 0], corners[:, 2], corners[:, 1], corners[:, 3])
@@ -880,10 +887,7 @@ def _cells(axes, units, b, y, x, shape) -> tuple[torch.Tensor, ...]:
     base = (units * n_images + b).repeat_interleave(4)
     keep = _where((ci >= 0) & (cj >= 0))
     key = torch.unique((_pick(base, keep) * h + _pick(ci, keep)) * w + _pick(cj, keep))
-    j = key % w
-    i = (key // w) % h
-    rest = key // (w * h)
-    return rest // n_images, rest % n_images, i, j
+    return _unravel(key, (n_units, n_images, h, w))
 
 
 _TABLE_BITS = 22  # up to this many concepts, distinct patterns are found with a table of 2**K flags

@@ -86,8 +86,9 @@ class CellAxis:
         self.max_length = int(self.length.max()) if map_length else 0
         self.single = bool((touch[:, 1] < 0).all())          # every map row feeds one cell at most
         self.torch = {name: torch.from_numpy(getattr(self, name)) for name in ("nxt", "touch", "rel")}
-        # per cell: its pixels padded to max_length (0 beyond the cell), which are inside, their weights
-        # f, the weights of its first and last pixel, and 1 - each of those weights
+        # per cell: its first pixel, which of max_length steps are inside it, the weights f of its pixels
+        # and 1 - f (NaN beyond the cell, so that no blend there passes a comparison), and the weights of its
+        # first and last pixel and 1 - those
         f = np.ascontiguousarray(f, dtype=np.float64)
         steps = np.arange(self.max_length)
         inside = steps[None, :] < self.length[:, None]
@@ -97,7 +98,8 @@ class CellAxis:
         ends = weights[:, [0]].repeat(2, 1) if self.max_length else np.zeros((map_length, 2))
         if self.max_length:
             ends[:, 1] = weights[np.arange(map_length), last]
-        self.torch.update(pixels=torch.from_numpy(pixels.astype(np.int64)), inside=torch.from_numpy(inside),
-                          weights=torch.from_numpy(weights), first_last=torch.from_numpy(np.ascontiguousarray(ends)),
-                          complements=torch.from_numpy(1 - weights),
+        outside = np.where(inside, 0.0, np.nan)
+        self.torch.update(start=torch.from_numpy(self.start), inside=torch.from_numpy(inside),
+                          weights=torch.from_numpy(weights + outside), complements=torch.from_numpy(1 - weights + outside),
+                          first_last=torch.from_numpy(np.ascontiguousarray(ends)),
                           first_last_complements=torch.from_numpy(np.ascontiguousarray(1 - ends)))
