@@ -23,6 +23,18 @@ from _concept_data import Squares, make_bn_cnn  # noqa: E402
 LAYERS = ["relu1", "relu2", "relu3"]
 
 
+class WithReaders(Squares):
+    """Squares that also read their masks in batches and offer their images alone (the dissection reads
+    these instead of the items, as with zoo concept sets)."""
+
+    def masks(self, indices):
+        return np.stack([Squares.__getitem__(self, i)[1].numpy() for i in indices])
+
+    @property
+    def image_data(self):
+        return [Squares.__getitem__(self, i)[0] for i in range(len(self))]
+
+
 def run() -> dict:
     data = Squares(75, seed=8)
     a, b = make_bn_cnn(0), make_bn_cnn(5)
@@ -31,11 +43,13 @@ def run() -> dict:
     tcav = nsi.layer_similarity(a, data, LAYERS, method="tcav", options=CAVOptions(n_images=20), batch_size=8,
                                 progress=False)
     dissection = nsi.dissect(a, data, LAYERS, quantile=0.02, batch_size=8, progress=False)
+    readers = nsi.dissect(a, WithReaders(75, seed=8), LAYERS, quantile=0.02, batch_size=8, progress=False)
     out = {"cka": cka.matrix, "tcav": tcav.per_concept}
     for layer in LAYERS:
         out[f"dissect_iou_{layer}"] = dissection[layer].iou
         out[f"dissect_thresholds_{layer}"] = dissection[layer].thresholds
         out[f"dissect_both_{layer}"] = dissection[layer].intersection
+        out[f"dissect_readers_both_{layer}"] = readers[layer].intersection
     for layer in LAYERS:
         out[f"net2vec_{layer}"] = vectors[layer].vectors
         out[f"net2vec_iou_{layer}"] = vectors[layer].iou

@@ -256,6 +256,8 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     one = np.load(tmp_path / "single.rank0.npz")
+    for key in [k for k in one.files if k.startswith("dissect_readers_both")]:   # batch readers = items
+        np.testing.assert_array_equal(one[key], one[key.replace("readers_", "")], err_msg=key)
     for rank in range(2):
         two = np.load(f"{out}.rank{rank}.npz")
         for key in one.files:
