@@ -303,6 +303,7 @@ class QuantileConsumer(Consumer):
         self.low = {name: math.inf for name in plans}
         self._pending: dict[str, list] = {name: [] for name in plans}
         self._lower: dict[str, torch.Tensor | None] = {name: None for name in plans}
+        self._buffers: dict[str, torch.Tensor] = {}
 
     def on_layer(self, batch: Batch, name: str, output: torch.Tensor) -> None:
         plan = self.plans[name]
@@ -342,11 +343,21 @@ class QuantileConsumer(Consumer):
         where = ((_pick(batch.indices.to(b.device), b) * h + y) * w + x).cpu()
         around = None
         if pool.neighbourhood:
-            padded = torch.nn.functional.pad(maps, (1, 1, 1, 1), value=-math.inf)     # (B, C, h + 2, w + 2)
+            padded = self._padded(name, maps)                                          # (B, C, h + 2, w + 2)
             centre = ((b * n_units + units) * (h + 2) + y + 1) * (w + 2) + x + 1
             offsets = (centre[:, None] + _offsets(w + 2, centre.device)).reshape(-1)
             around = _pick(padded.reshape(-1), offsets).reshape(-1, 9).cpu()
         return pool.add(where, around)
+
+    def _padded(self, name: str, maps: torch.Tensor) -> torch.Tensor:
+        """``maps`` with a border of ``-inf``, in a buffer kept for the layer (a fresh one per batch costs
+        more: large allocations come as new pages)."""
+        shape = (*maps.shape[:2], maps.shape[2] + 2, maps.shape[3] + 2)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != shape or buffer.device != maps.device:
+            buffer = self._buffers[name] = torch.full(shape, -math.inf, device=maps.device)
+        buffer[:, :, 1:-1, 1:-1] = maps
+        return buffer
 
     def _combine(self, name: str, values: torch.Tensor, ids: torch.Tensor | None) -> None:
         """Keep the top ``keep`` of the kept values and ``values`` (C, n), with their pool ids (if any)."""
