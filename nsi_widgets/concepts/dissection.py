@@ -109,7 +109,9 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
     concept_data : dataset of ``(image, masks)``
         ``masks`` bool ``(K, H, W)`` at the image's size or smaller, ``.concepts`` (K names) and
         optionally ``.concept_categories``; ``nsi.zoo.load_concepts("shapes")`` is one (see
-        :mod:`nsi_widgets.concepts.data`).
+        :mod:`nsi_widgets.concepts.data`). Its images alone (``.image_data``) and masks in batches
+        (``.masks(indices)``), where it offers them and they agree with item 0, are read instead of
+        the items by the passes that need only those.
     layers : str, module or list of them
         Layers whose output channels (units) are dissected.
     quantile : float
