@@ -21,8 +21,8 @@ first runs the model:
    dataset (set IoU, not a mean of per-image IoUs). Only cells next to a map position above the
    threshold are upsampled (an upsampled value never exceeds its cell's largest corner), and
    intersections are counted at the pixels of ``M_k`` only. In the one-forward mode this pass
-   reads the masks and sets the first pass's entries into a map that is ``-inf`` elsewhere; a layer
-   whose threshold ties with its smallest kept value (a value equal to it may be missing from the
+   reads only the masks and reads each cell's corners from the neighbourhood of the candidate that
+   owns it (:func:`_owned_cells`); a layer whose threshold ties with its smallest kept value (a value equal to it may be missing from the
    kept ones) is counted from a second forward instead (``meta["second_pass_layers"]``). Either
    way the tallies are those of upsampling every map.
 
