@@ -388,7 +388,7 @@ class QuantileConsumer(Consumer):
         for units, *_ in pending:                 # each batch's entries come ordered by unit
             counts = torch.bincount(units, minlength=n_units)
             first = torch.cumsum(counts, 0) - counts
-            slots.append(filled[units] + torch.arange(len(units)) - first[units])
+            slots.append(torch.arange(len(units)) + torch.repeat_interleave(filled - first, counts))
             filled += counts
         units, values = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
         slot, width = torch.cat(slots), int(filled.max())
