@@ -22,9 +22,9 @@ first runs the model:
    threshold are upsampled (an upsampled value never exceeds its cell's largest corner), and
    intersections are counted at the pixels of ``M_k`` only. In the one-forward mode this pass
    reads only the masks and reads each cell's corners from the neighbourhood of the candidate that
-   owns it (:func:`_owned_cells`); a layer whose threshold ties with its smallest kept value (a value equal to it may be missing from the
-   kept ones) is counted from a second forward instead (``meta["second_pass_layers"]``). Either
-   way the tallies are those of upsampling every map.
+   owns it (:func:`_owned_cells`); a layer whose threshold ties with its smallest kept value (a
+   value equal to it may be missing from the kept ones) is counted from a second forward instead
+   (``meta["second_pass_layers"]``). Either way the tallies are those of upsampling every map.
 
 Counting conventions (``union=``): ``"labelled"`` (default, NetDissect-Lite's ``tally_units_cat``:
 ``|M_k|`` is counted only over images where concept ``c``'s category is labelled, i.e. has a pixel of
@@ -156,8 +156,8 @@ def dissect(model: nn.Module, concept_data, layers, *, quantile: float = 0.005, 
         ckpt = _checkpoint(model, modules, concept_data, concepts, options, check)
         quantiles = QuantileConsumer(plans, quantile)
         images, split = image_view(concept_data)                      # the first pass needs no masks
-        run_pass("dissection: quantiles", model, images, modules, [quantiles], replace(passes, check=replace(check, split=split)),
-                 checkpoint=ckpt)
+        first = replace(passes, check=replace(check, split=split))
+        run_pass("dissection: quantiles", model, images, modules, [quantiles], first, checkpoint=ckpt)
         thresholds = quantiles.thresholds()
         found = {name: quantiles.candidates(name, thresholds[name]) for name in modules}
         tallies = IoUConsumer(plans, thresholds, concepts, {n: c for n, c in found.items() if c is not None})
@@ -330,7 +330,8 @@ class QuantileConsumer(Consumer):
             return
         units, values, (b, y, x) = _above(maps, lower.to(maps.device), by_unit=True)
         if len(values):
-            self._pending[name].append((units.cpu(), values.cpu(), self._add_entries(name, batch, maps, units, b, y, x)))
+            ids = self._add_entries(name, batch, maps, units, b, y, x)
+            self._pending[name].append((units.cpu(), values.cpu(), ids))
             if sum(len(p[1]) for p in self._pending[name]) > self._FOLD * self.values[name].numel():
                 self._fold(name)
 
@@ -934,7 +935,8 @@ def _mask_patterns(masks: torch.Tensor, category_onehot: np.ndarray) -> dict:
         counts = np.bincount(image * n_patterns + pattern_of, minlength=n_images * n_patterns).reshape(n_images, -1)
         present = (counts > 0).astype(np.int64) @ patterns
     pattern_of = pattern_of.reshape(-1).astype(np.int64, copy=False)
-    return {"pattern_of": pattern_of, "patterns": patterns, "labelled": ((present @ category_onehot) > 0).astype(np.int64),
+    labelled = ((present @ category_onehot) > 0).astype(np.int64)
+    return {"pattern_of": pattern_of, "patterns": patterns, "labelled": labelled,
             "concept_pixels": np.bincount(pattern_of, minlength=len(patterns)) @ patterns, "pixels": hm * wm,
             "width": wm}
 

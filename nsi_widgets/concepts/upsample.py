@@ -100,6 +100,7 @@ class CellAxis:
             ends[:, 1] = weights[np.arange(map_length), last]
         outside = np.where(inside, 0.0, np.nan)
         self.torch.update(start=torch.from_numpy(self.start), inside=torch.from_numpy(inside),
-                          weights=torch.from_numpy(weights + outside), complements=torch.from_numpy(1 - weights + outside),
+                          weights=torch.from_numpy(weights + outside),
+                          complements=torch.from_numpy(1 - weights + outside),
                           first_last=torch.from_numpy(np.ascontiguousarray(ends)),
                           first_last_complements=torch.from_numpy(np.ascontiguousarray(1 - ends)))
