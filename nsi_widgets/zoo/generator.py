@@ -134,13 +134,163 @@ class LayeredShapesGenerator(nn.Module):
         return (mask * colour + (1 - mask) * background).clamp(0, 1)
 
 
-class ShapesEncoder(nn.Module):
-    """``E``: RGB ``(B, 3, 64, 64)`` in ``[0, 1]`` -> latent ``(B, latent_dim)``."""
+STRUCTURED_LAYOUT: dict[str, tuple[int, int]] = {
+    "shape": (0, 6),       # logits of the shape kind, one per SHAPE_KINDS (trained to +1 / -1)
+    "pose": (6, 9),        # centre (y, x) in [-1, 1] image coordinates, radius code (radius / size - 0.21) / 0.05
+    "rotation": (9, 11),   # (cos, sin) of 2 pi rotation / symmetry (ignored for the circle and the ring)
+    "colour": (11, 14),    # the shape's RGB in [0, 1]
+    "background": (14, 17),  # the background's base RGB in [0, 1]
+    "texture": (17, 21),   # logits of the background texture, one per BACKGROUND_KINDS (trained to +1 / -1)
+    "amplitude": (21, 22),  # the texture's relative strength (the renderer's texture_amp, 0.7 to 1)
+    "direction": (22, 24),  # (cos, sin) of the gradient texture's direction
+    "clouds": (24, 60),    # the clouds texture's 6 x 6 coarse field (row-major), N(0, 1) in the renderer
+    "spare": (60, 64),     # unused by G (the encoder is trained to leave them at 0)
+}
+"""Latent layout of :class:`StructuredShapesGenerator`: name -> ``(start, stop)`` dimensions, 64 in all; each
+block is one generative factor of the default's images (:mod:`nsi_widgets.zoo.render`)."""
+CLOUD_CELLS = 6
+"""Side of the clouds texture's coarse field (as the renderer's)."""
+TEMPLATE_SIZE = 64
+"""Side of each learned sprite template of :class:`StructuredShapesGenerator` (covering ``WINDOW`` radii each side)."""
+CHOICE_TEMPERATURE = 0.5
+"""Temperature of the softmax over the shape and texture logits of :class:`StructuredShapesGenerator`."""
+EDGE_SHARPNESS = 4.0
+"""Mask ``sigmoid(EDGE_SHARPNESS * radius_px * F)`` of a template field ``F``: a field that is minus the signed
+distance in radii gives an edge about one pixel wide at every size, as the renderer's anti-aliasing."""
+_TEXTURE_INIT = (0.05, 0.05, 0.1)
+"""Initial strengths of the grain, clouds and gradient textures (learned)."""
 
-    def __init__(self, latent_dim: int = LATENT_DIM, widths: tuple[int, ...] = ENCODER_WIDTHS):
+
+def choose(logits: torch.Tensor, temperature: float = CHOICE_TEMPERATURE, hard: bool = True) -> torch.Tensor:
+    """Weights of a discrete choice from logits ``(B, K)``: ``softmax(logits / temperature)``, or (``hard``) the
+    straight-through choice: forward the one-hot of the argmax, backward the softmax's gradient (a surrogate)."""
+    soft = torch.softmax(logits / temperature, dim=1)
+    if not hard:
+        return soft
+    one_hot = nn.functional.one_hot(soft.argmax(1), soft.shape[1]).to(soft.dtype)
+    return one_hot + (soft - soft.detach())  # exactly the one-hot forward (soft - soft is 0)
+
+
+def _block(h: torch.Tensor, name: str) -> torch.Tensor:
+    start, stop = STRUCTURED_LAYOUT[name]
+    return h[:, start:stop]
+
+
+class StructuredShapesGenerator(nn.Module):
+    """``G``: latent ``(B, 64)`` laid out as :data:`STRUCTURED_LAYOUT` -> RGB ``(B, 3, size, size)`` in ``[0, 1]``.
+
+    Every output is an image of the default's kind (docs/zoo.md "Generator prior", docs/methods.md
+    section 10): one shape of one kind on one textured background. The architecture encodes the
+    default's generative factors (:mod:`nsi_widgets.zoo.render`); what is learned from the images:
+
+    * a bank of sprite templates, one field ``F_k`` (``TEMPLATE_SIZE`` squared) per shape kind, in the
+      shape's own frame (``WINDOW`` radii each side), symmetrised over the kind's rotational symmetry
+      (the mean of its rotated copies: a rotation by one symmetry step renders the same mask, so the
+      rendered image is continuous in the rotation latent); the mask is
+      ``sigmoid(EDGE_SHARPNESS * radius_px * F)`` placed by a spatial transformer (bilinear
+      ``grid_sample``) at the latent centre, radius and rotation ``2 pi`` -> ``symmetry`` degrees;
+    * the strengths of the three textures: a fixed seeded grain pattern (:data:`GRAIN_SEED`; the grain of an
+      image cannot be known from a latent), the clouds field bilinearly upsampled (the renderer's
+      :func:`~nsi_widgets.zoo.render.upsample_matrix`), a ramp in the latent direction.
+
+    The shape kind and the texture kind are discrete: their weights are :func:`choose` of the logits,
+    by default the straight-through hard choice (``hard=True``: the image is always one kind, never a
+    blend; the gradient reaching the logits is the softmax's, a surrogate). With the shape mask ``m``,
+    colours ``c`` (shape) and ``b`` (background), texture ``t`` (luminance):
+    ``x = clip(b + t + m (c - b - t), 0, 1)``, as the renderer composites (without its sensor noise).
+    """
+
+    def __init__(self, latent_dim: int = LATENT_DIM, size: int = 64, template_size: int = TEMPLATE_SIZE,
+                 hard: bool = True, temperature: float = CHOICE_TEMPERATURE):
         super().__init__()
+        from .render import ROTATIONAL_SYMMETRY, SHAPE_KINDS, upsample_matrix
+
+        if latent_dim != LATENT_DIM:
+            raise ValueError(f"the structured latent has {LATENT_DIM} dimensions (STRUCTURED_LAYOUT), not {latent_dim}")
+        self.latent_dim, self.size, self.hard, self.temperature = latent_dim, size, bool(hard), float(temperature)
+        self.symmetry = [ROTATIONAL_SYMMETRY[k] for k in SHAPE_KINDS]
+        # zero fields to start: every mask is 0.5 in its window, where the gradient is largest
+        self.templates = nn.Parameter(torch.zeros(len(SHAPE_KINDS), 1, template_size, template_size))
+        grid = (torch.arange(template_size, dtype=torch.float32) + 0.5) / template_size * 2 - 1
+        self.register_buffer("disc", grid[:, None] ** 2 + grid[None, :] ** 2 < 1, persistent=False)  # inscribed disc
+        self.texture_strength = nn.Parameter(torch.tensor(_TEXTURE_INIT))
+        self.register_buffer("grain", torch.randn((size, size), generator=torch.Generator().manual_seed(GRAIN_SEED)))
+        self.register_buffer("upsample", torch.from_numpy(upsample_matrix(CLOUD_CELLS, size)))
+        coords = torch.arange(size, dtype=torch.float32) + 0.5 - size / 2
+        self.register_buffer("coords", coords / size)
+
+    def symmetric_templates(self) -> torch.Tensor:
+        """``(K, 1, T, T)``: each template field, background (-1) outside the window's inscribed disc (every shape
+        fits 1.25 radii), averaged over the rotations of its kind's symmetry (eight for the circle and the ring)."""
+        templates = torch.where(self.disc, self.templates, -torch.ones(()))
+        fields = []
+        for k, symmetry in enumerate(self.symmetry):
+            copies = 8 if symmetry >= 360 else int(round(360 / symmetry))
+            angles = torch.arange(copies, dtype=torch.float32) * (2 * torch.pi / copies)
+            cos, sin, zero = torch.cos(angles), torch.sin(angles), torch.zeros(copies)
+            theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+            field = templates[k:k + 1].expand(copies, -1, -1, -1)
+            grid = nn.functional.affine_grid(theta.to(field), field.shape, align_corners=False)
+            rotated = nn.functional.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            fields.append(rotated.mean(0, keepdim=True))
+        return torch.cat(fields)
+
+    def masks(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, K, size, size)``: every kind's mask at the latent pose and rotation."""
+        b, kinds = len(h), len(self.symmetry)
+        pose, turn = _block(h, "pose"), _block(h, "rotation")
+        cy, cx = pose[:, 0], pose[:, 1]
+        radius_px = (0.21 + 0.05 * pose[:, 2]).clamp(min=0.02) * self.size
+        half = WINDOW * radius_px * 2 / self.size  # the window's half-width in [-1, 1] image units
+        tiny = turn.pow(2).sum(1) < 1e-12
+        angle = torch.atan2(turn[:, 1], torch.where(tiny, torch.ones_like(turn[:, 0]), turn[:, 0]))
+        symmetry = torch.tensor(self.symmetry, dtype=h.dtype, device=h.device)
+        phi = torch.where(symmetry < 360, angle[:, None] * torch.deg2rad(symmetry) / (2 * torch.pi),
+                          torch.zeros(()))  # (B, K) the rotation in radians
+        cos, sin = torch.cos(phi), torch.sin(phi)
+        cy, cx, half = cy[:, None], cx[:, None], half[:, None]
+        theta = torch.stack([torch.stack([cos / half, sin / half, -(cos * cx + sin * cy) / half], -1),
+                             torch.stack([-sin / half, cos / half, (sin * cx - cos * cy) / half], -1)], -2)
+        fields = self.symmetric_templates()  # (K, 1, T, T)
+        grid = nn.functional.affine_grid(theta.reshape(b * kinds, 2, 3), (b * kinds, 1, self.size, self.size),
+                                         align_corners=False)
+        source = fields[None].expand(b, -1, -1, -1, -1).reshape(b * kinds, 1, *fields.shape[-2:])
+        sampled = nn.functional.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = sampled.view(b, kinds, self.size, self.size)
+        return torch.sigmoid(EDGE_SHARPNESS * radius_px[:, None, None, None] * sampled)
+
+    def textures(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, 4, size, size)``: the luminance of each texture kind (flat, grain, clouds, gradient)."""
+        b = len(h)
+        amplitude = _block(h, "amplitude")[:, :, None]
+        grain = self.grain.expand(b, -1, -1)
+        clouds = self.upsample @ _block(h, "clouds").view(b, CLOUD_CELLS, CLOUD_CELLS) @ self.upsample.T
+        direction = _block(h, "direction")
+        direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-6)
+        ramp = direction[:, 0, None, None] * self.coords[None, None, :] + direction[:, 1, None, None] * self.coords[None, :, None]
+        strength = self.texture_strength
+        return torch.stack([torch.zeros_like(grain), strength[0] * amplitude * grain, strength[1] * amplitude * clouds,
+                            strength[2] * amplitude * ramp], 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        shape_w = choose(_block(h, "shape"), self.temperature, self.hard)[:, :, None, None]
+        texture_w = choose(_block(h, "texture"), self.temperature, self.hard)[:, :, None, None]
+        mask = (shape_w * self.masks(h)).sum(1, keepdim=True)
+        texture = (texture_w * self.textures(h)).sum(1, keepdim=True)
+        colour = _block(h, "colour").clamp(0, 1)[:, :, None, None]
+        background = _block(h, "background").clamp(0, 1)[:, :, None, None] + texture
+        return (background + mask * (colour - background)).clamp(0, 1)
+
+
+class ShapesEncoder(nn.Module):
+    """``E``: RGB ``(B, 3, 64, 64)`` in ``[0, 1]`` -> latent ``(B, latent_dim)``; ``coords=True`` appends the pixel
+    coordinates as two input channels (for the structured generator's exact pose)."""
+
+    def __init__(self, latent_dim: int = LATENT_DIM, widths: tuple[int, ...] = ENCODER_WIDTHS, coords: bool = False):
+        super().__init__()
+        self.coords = bool(coords)
         layers: list[nn.Module] = []
-        cin = 3
+        cin = 5 if coords else 3
         for cout in widths:
             layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
             cin = cout
@@ -148,6 +298,11 @@ class ShapesEncoder(nn.Module):
         self.fc = nn.Linear(cin * 16, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.coords:  # CoordConv (Liu et al. 2018): two channels of the pixel's y and x in [-1, 1]
+            b, _, height, width = x.shape
+            y = torch.linspace(-1, 1, height, dtype=x.dtype, device=x.device)[:, None].expand(height, width)
+            xs = torch.linspace(-1, 1, width, dtype=x.dtype, device=x.device)[None, :].expand(height, width)
+            x = torch.cat([x, torch.stack([y, xs])[None].expand(b, -1, -1, -1)], 1)
         return self.fc(torch.flatten(self.down(x), 1))
 
 
@@ -216,18 +371,26 @@ class GeneratorPrior:
         return f"GeneratorPrior(latent_dim={self.latent_dim}{extra})"
 
 
-GENERATORS = {"conv": ShapesGenerator, "layered": LayeredShapesGenerator}
+GENERATORS = {"conv": ShapesGenerator, "layered": LayeredShapesGenerator, "structured": StructuredShapesGenerator}
 """The generator architectures, by the ``generator`` setting of a training report (``"conv"`` if absent)."""
+STRUCTURED_ENCODER_WIDTHS = (32, 64, 96, 128)
+"""Channels of the encoder of the structured generator (with coordinate channels)."""
 
 
 def build(report: dict) -> tuple[nn.Module, ShapesEncoder, LatentDenoiser]:
     """The three networks with the architecture and sizes a training report names (untrained)."""
     d = int(report.get("latent_dim", LATENT_DIM))
     kind = report.get("generator", "conv")
-    widths = report.get("generator_widths", GENERATOR_WIDTHS if kind == "conv" else LAYERED_WIDTHS)
-    return (GENERATORS[kind](d, tuple(widths)),
-            ShapesEncoder(d, tuple(report.get("encoder_widths", ENCODER_WIDTHS))),
-            LatentDenoiser(d, int(report.get("prior_hidden", PRIOR_HIDDEN))))
+    if kind == "structured":
+        generator = StructuredShapesGenerator(d, int(report.get("size", 64)),
+                                              int(report.get("template_size", TEMPLATE_SIZE)),
+                                              bool(report.get("hard_choice", True)),
+                                              float(report.get("choice_temperature", CHOICE_TEMPERATURE)))
+    else:
+        widths = report.get("generator_widths", GENERATOR_WIDTHS if kind == "conv" else LAYERED_WIDTHS)
+        generator = GENERATORS[kind](d, tuple(widths))
+    encoder = ShapesEncoder(d, tuple(report.get("encoder_widths", ENCODER_WIDTHS)), bool(report.get("encoder_coords")))
+    return generator, encoder, LatentDenoiser(d, int(report.get("prior_hidden", PRIOR_HIDDEN)))
 
 
 LATENT_STATISTICS = ("low", "high", "mean", "std")

@@ -283,6 +283,29 @@ def make_shapes(n: int, seed: int = 0, size: int = 64, *,
     return ShapesDataset(pixels, params["label"], ground_truth, seed=seed, object_masks=inside)
 
 
+def generative_factors(n: int, seed: int = 0, size: int = 64, *, radius_range: tuple[float, float] = (0.12, 0.30),
+                       backgrounds: Sequence[str] = BACKGROUND_KINDS) -> dict[str, np.ndarray]:
+    """Every factor :func:`make_shapes` draws for its images, including the texture's (not in ``ground_truth``).
+
+    Replays the same random streams as :func:`make_shapes` with the same arguments (which it does not
+    validate again): the per-image parameters (``label``, ``shape_id``, ``color_rgb``, ``cy``, ``cx``,
+    ``radius``, ``rotation``, ``background_rgb``, ``background_id``, ``texture_amp``, ``texture_angle``)
+    and ``clouds`` ``(n, 6, 6)``, the coarse field the clouds texture is upsampled from (drawn for every
+    image). The generator prior's supervised targets (``nsi_widgets.zoo.train_generator``).
+    """
+    n, size = int(n), int(size)
+    lo, hi = (float(x) for x in radius_range)
+    background_ids = np.array([BACKGROUND_KINDS.index(b) for b in backgrounds])
+    params = _sample_parameters(np.random.default_rng(int(seed)), n, size, lo, hi, background_ids)
+    clouds = np.empty((n, 6, 6), dtype=np.float32)
+    for chunk_index, start in enumerate(range(0, n, _CHUNK)):
+        stop = min(n, start + _CHUNK)
+        noise_rng = np.random.default_rng([int(seed), chunk_index, 0x5A1])
+        noise_rng.standard_normal((stop - start, size, size), dtype=np.float32)  # the grain, drawn first
+        clouds[start:stop] = noise_rng.standard_normal((stop - start, 6, 6), dtype=np.float32)
+    return dict(params, clouds=clouds)
+
+
 def _sample_parameters(rng: np.random.Generator, n: int, size: int, r_lo: float, r_hi: float,
                        background_ids: np.ndarray) -> dict[str, np.ndarray]:
     """Draw every per-image scalar (label, shape, colour, geometry, background) up front."""

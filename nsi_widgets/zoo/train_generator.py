@@ -66,6 +66,9 @@ GENERATOR_DEFAULTS: dict = {
     "pose_weight": 0.0,
     "shape_weight": 0.0,
     "class_weight": 0.0,
+    "recon_weight": 0.0,
+    "generator_epochs": 2,
+    "generator_lr": 0.05,
     "latent_weight": 1e-4,
     "latent_noise": 0.05,
     "prior_steps": 3000,
@@ -223,6 +226,17 @@ def _train_prior(prior, latents: torch.Tensor, s: dict, log) -> None:
     prior.eval()
 
 
+def _train_structured(generator, encoder, x_train, s: dict, log, check) -> None:
+    """The structured generator's two stages (:mod:`nsi_widgets.zoo.train_structured`) on the training images."""
+    from .shapes import generative_factors
+    from .train_structured import fit_encoder, fit_generator, structured_targets
+
+    factors = generative_factors(s["n_train"], seed=s["train_seed"], size=s["size"])
+    targets, shown = structured_targets(factors, s["size"])
+    fit_generator(generator, x_train, targets, s, log)
+    fit_encoder(encoder, generator, x_train, targets, shown, s, log, check)
+
+
 def train_generator(log: Callable[[str], None] | None = print, monitor: nn.Module | None = None,
                     **settings) -> tuple[gen.GeneratorPrior, dict]:
     """Train ``G``, ``E`` and ``R`` on default images (module docstring); return them and a report.
@@ -271,9 +285,14 @@ def train_generator(log: Callable[[str], None] | None = print, monitor: nn.Modul
         cnn = load_model("cnn")
         for p in cnn.parameters():
             p.requires_grad_(False)
-        widths = gen.GENERATOR_WIDTHS if s["generator"] == "conv" else gen.LAYERED_WIDTHS
-        report = dict(s, generator_widths=list(widths), encoder_widths=list(gen.ENCODER_WIDTHS),
-                      prior_hidden=gen.PRIOR_HIDDEN)
+        if s["generator"] == "structured":
+            report = dict(s, encoder_widths=list(gen.STRUCTURED_ENCODER_WIDTHS), encoder_coords=True,
+                          template_size=gen.TEMPLATE_SIZE, hard_choice=True, choice_temperature=gen.CHOICE_TEMPERATURE,
+                          prior_hidden=gen.PRIOR_HIDDEN)
+        else:
+            widths = gen.GENERATOR_WIDTHS if s["generator"] == "conv" else gen.LAYERED_WIDTHS
+            report = dict(s, generator_widths=list(widths), encoder_widths=list(gen.ENCODER_WIDTHS),
+                          prior_hidden=gen.PRIOR_HIDDEN)
         torch.manual_seed(s["seed"])
         generator, encoder, prior = gen.build(report)
         # channels_last makes the convolutions about 1.5-2x faster on CPU (the same numbers up to rounding)
@@ -289,8 +308,11 @@ def train_generator(log: Callable[[str], None] | None = print, monitor: nn.Modul
             return (f", held-out PSNR {float(psnr(rec, x_held[:500]).mean()):.2f} dB, cnn accuracy on G(E(x)) "
                     f"{float((cnn(rec).argmax(1) == y_held[:500]).float().mean()):.3f}")
 
-        _train_autoencoder(generator, encoder, cnn, x_train.contiguous(memory_format=torch.channels_last), y_train,
-                           pose_targets(train_data.ground_truth, s["size"]), s, log, check)
+        if s["generator"] == "structured":
+            _train_structured(generator, encoder, x_train.contiguous(memory_format=torch.channels_last), s, log, check)
+        else:
+            _train_autoencoder(generator, encoder, cnn, x_train.contiguous(memory_format=torch.channels_last), y_train,
+                               pose_targets(train_data.ground_truth, s["size"]), s, log, check)
         for module in (generator, encoder, cnn):
             module.to(memory_format=torch.contiguous_format)
         autoencoder_seconds = time.perf_counter() - start
