@@ -2,6 +2,8 @@
 the models left unchanged, and bad inputs. The acceptance on the shipped generator: test_ppgn_acceptance.py."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -287,7 +289,7 @@ def test_the_structured_generator_redraws_default_images_from_their_true_factors
     g = _exact_structured_generator()
     with torch.no_grad():
         x = g(h)
-        masks = g.masks(h)[torch.arange(120), torch.as_tensor(factors["shape_id"])] >= 0.5
+        masks = g.masks(h * g.scales)[torch.arange(120), torch.as_tensor(factors["shape_id"])] >= 0.5
     assert x.shape == (120, 3, 64, 64)
     assert (masks.numpy() == data.object_masks).mean() >= 0.999
     mse = ((x.double() - data.images().double()) ** 2).flatten(1).mean(1)
@@ -303,16 +305,17 @@ def test_a_one_hot_shape_logit_renders_that_kinds_template_at_the_pose():
     from nsi_widgets.zoo import render
 
     g = _exact_structured_generator()
-    h = torch.zeros(len(render.SHAPE_KINDS), gen.LATENT_DIM)
+    f = torch.zeros(len(render.SHAPE_KINDS), gen.LATENT_DIM)      # factors; the latent is f / LATENT_SCALES
     s0, s1 = gen.STRUCTURED_LAYOUT["shape"]
-    h[:, s0:s1] = -1 + 2 * torch.eye(len(render.SHAPE_KINDS))
-    h[:, 6:9] = torch.tensor([-0.25, 0.125, 1.0])                  # centre (y, x) = (24, 36) px, radius 16.64 px
-    h[:, 9:11] = torch.tensor([np.cos(1.0), np.sin(1.0)])         # 1 rad of the symmetry's full turn
-    h[:, 11:14] = 1.0                                              # white shape on a black flat background
+    f[:, s0:s1] = -1 + 2 * torch.eye(len(render.SHAPE_KINDS))
+    f[:, 6:9] = torch.tensor([-0.25, 0.125, 1.0])                  # centre (y, x) = (24, 36) px, radius 16.64 px
+    f[:, 9:11] = torch.tensor([np.cos(1.0), np.sin(1.0)])         # 1 rad of the symmetry's full turn
+    f[:, 11:14] = 1.0                                              # white shape on a black flat background
     t0, t1 = gen.STRUCTURED_LAYOUT["texture"]
-    h[:, t0:t1] = torch.tensor([1.0, -1, -1, -1])
+    f[:, t0:t1] = torch.tensor([1.0, -1, -1, -1])
     with torch.no_grad():
-        x = g(h)
+        x = g(f / gen.latent_scales())
+        torch.testing.assert_close(x, g.render(f))
     for k, kind in enumerate(render.SHAPE_KINDS):
         symmetry = render.ROTATIONAL_SYMMETRY[kind]
         rotation = 0.0 if symmetry >= 360 else np.degrees(1.0) * symmetry / 360
@@ -381,14 +384,14 @@ def test_the_rendered_rotation_is_continuous_across_the_angle_wrap():
     g = _exact_structured_generator()
     with torch.no_grad():
         g.templates.add_(0.1 * torch.randn(g.templates.shape, generator=torch.Generator().manual_seed(0)))
-    h = torch.zeros(2 * 6, gen.LATENT_DIM)
-    h[:, 0:6] = (-1 + 2 * torch.eye(6)).repeat(2, 1)
-    h[:, 6:9] = torch.tensor([0.0, 0.0, 1.0])
-    h[:6, 9:11] = torch.tensor([np.cos(np.pi - 1e-4), np.sin(np.pi - 1e-4)])
-    h[6:, 9:11] = torch.tensor([np.cos(-np.pi + 1e-4), np.sin(-np.pi + 1e-4)])
-    h[:, 11:14] = 1.0
+    f = torch.zeros(2 * 6, gen.LATENT_DIM)  # factors
+    f[:, 0:6] = (-1 + 2 * torch.eye(6)).repeat(2, 1)
+    f[:, 6:9] = torch.tensor([0.0, 0.0, 1.0])
+    f[:6, 9:11] = torch.tensor([np.cos(np.pi - 1e-4), np.sin(np.pi - 1e-4)])
+    f[6:, 9:11] = torch.tensor([np.cos(-np.pi + 1e-4), np.sin(-np.pi + 1e-4)])
+    f[:, 11:14] = 1.0
     with torch.no_grad():
-        x = g(h)
+        x = g.render(f)
     difference = (x[:6] - x[6:]).abs().flatten(1)
     assert float(difference.mean(1).max()) < 1e-2, difference.mean(1)  # bilinear resampling: a fraction of a pixel
     # without the symmetrisation the two renderings of a triangle differ (the reference: rotate the raw field)
@@ -404,9 +407,13 @@ def test_the_rendered_rotation_is_continuous_across_the_angle_wrap():
 def test_structured_targets_hold_the_factors_where_the_image_shows_them():
     from nsi_widgets.zoo import generator as gen
 
-    factors, h, shown = _true_latents(40, 4)
+    factors, latent, shown = _true_latents(40, 4)
     layout = gen.STRUCTURED_LAYOUT
-    assert h.shape == shown.shape == (40, gen.LATENT_DIM)
+    assert latent.shape == shown.shape == (40, gen.LATENT_DIM)
+    h = latent * gen.latent_scales()  # the factors
+    background = h[:, 14:15] + h[:, 15:17] @ gen.tint_basis()
+    np.testing.assert_allclose(background.numpy(), factors["background_rgb"], atol=1e-6)
+    np.testing.assert_allclose((gen.tint_basis() @ torch.tensor([0.299, 0.587, 0.114])).numpy(), 0, atol=1e-7)
     assert sorted(b - a for a, b in layout.values()) and sum(b - a for a, b in layout.values()) == gen.LATENT_DIM
     np.testing.assert_array_equal(h[:, 0:6].argmax(1).numpy(), factors["shape_id"])
     np.testing.assert_array_equal(h[:, 17:21].argmax(1).numpy(), factors["background_id"])
@@ -418,3 +425,24 @@ def test_structured_targets_hold_the_factors_where_the_image_shows_them():
     round_ = np.isin(factors["shape_id"], [0, 5])
     assert (h[round_, 9:11] == 0).all()
     np.testing.assert_allclose(h[~round_, 9:11].norm(dim=1).numpy(), 1, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_generator_structured_trains_saves_and_loads(tmp_path):
+    """The ``generator="structured"`` option end to end on a few images: the report names the architecture,
+    the clip range lies where G depends on the factors, and the saved file loads back to the same outputs."""
+    from nsi_widgets.zoo import generator as gen
+    from nsi_widgets.zoo.train_generator import save_generator, train_generator
+
+    result, report = train_generator(log=None, generator="structured", n_train=64, n_held_out=32, epochs=1,
+                                     generator_epochs=1, recon_weight=10.0, energy_weight=100.0, prior_steps=5)
+    assert isinstance(result.generator, gen.StructuredShapesGenerator) and report["encoder_coords"] is True
+    assert report["generator"] == "structured" and report["seconds"] > 0 and np.isfinite(report["held_out_psnr"])
+    a, b = gen.STRUCTURED_LAYOUT["colour"]
+    assert float(result.low[a:b].min()) >= 0 and float(result.high[a:b].max()) <= 1 / gen.LATENT_SCALES["colour"]
+    meta = save_generator(result, tmp_path / "g.pt")
+    loaded = gen.from_state_dict(torch.load(tmp_path / "g.pt", weights_only=True), json.loads(meta.read_text()))
+    h = result.mean[None] + result.std[None] * torch.randn(4, gen.LATENT_DIM, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.generator(h), result.generator(h))
+        torch.testing.assert_close(loaded.encoder(result.generator(h)), result.encoder(result.generator(h)))

@@ -139,7 +139,7 @@ STRUCTURED_LAYOUT: dict[str, tuple[int, int]] = {
     "pose": (6, 9),        # centre (y, x) in [-1, 1] image coordinates, radius code (radius / size - 0.21) / 0.05
     "rotation": (9, 11),   # (cos, sin) of 2 pi rotation / symmetry (ignored for the circle and the ring)
     "colour": (11, 14),    # the shape's RGB in [0, 1]
-    "background": (14, 17),  # the background's base RGB in [0, 1]
+    "background": (14, 17),  # the background's grey level (its luminance) and tint (2 coordinates, luminance 0)
     "texture": (17, 21),   # logits of the background texture, one per BACKGROUND_KINDS (trained to +1 / -1)
     "amplitude": (21, 22),  # the texture's relative strength (the renderer's texture_amp, 0.7 to 1)
     "direction": (22, 24),  # (cos, sin) of the gradient texture's direction
@@ -147,7 +147,15 @@ STRUCTURED_LAYOUT: dict[str, tuple[int, int]] = {
     "spare": (60, 64),     # unused by G (the encoder is trained to leave them at 0)
 }
 """Latent layout of :class:`StructuredShapesGenerator`: name -> ``(start, stop)`` dimensions, 64 in all; each
-block is one generative factor of the default's images (:mod:`nsi_widgets.zoo.render`)."""
+block is one generative factor of the default's images (:mod:`nsi_widgets.zoo.render`), in units of
+:data:`LATENT_SCALES`."""
+LATENT_SCALES: dict[str, float] = {"shape": 5.0, "pose": 0.1, "rotation": 0.1, "colour": 1.0, "background": 0.3,
+                                   "texture": 10.0, "amplitude": 1.0, "direction": 1.0, "clouds": 1.0, "spare": 1.0}
+"""Each block's factor is ``scale * h`` (the latent is the factor divided by the scale). The scales set how far one
+PPGN step moves each factor (a step moves each latent dimension in proportion to its gradient, which
+``scale`` multiplies, so the factor moves in proportion to ``scale**2``): the discrete choices (shape, texture)
+and the colours move, the pose, the rotation and the background level are nearly held (the condition's gradient
+on an edge's position is large and says little about the class; docs/methods.md section 10)."""
 CLOUD_CELLS = 6
 """Side of the clouds texture's coarse field (as the renderer's)."""
 TEMPLATE_SIZE = 64
@@ -169,6 +177,42 @@ def choose(logits: torch.Tensor, temperature: float = CHOICE_TEMPERATURE, hard: 
         return soft
     one_hot = nn.functional.one_hot(soft.argmax(1), soft.shape[1]).to(soft.dtype)
     return one_hot + (soft - soft.detach())  # exactly the one-hot forward (soft - soft is 0)
+
+
+def tint_basis() -> torch.Tensor:
+    """``(2, 3)``: an orthonormal basis of the RGB vectors of luminance 0 (``0.299 R + 0.587 G + 0.114 B = 0``),
+    the plane of the background's tint."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+    e1 = torch.linalg.cross(w, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    e1 = e1 / e1.norm()
+    e2 = torch.linalg.cross(w, e1)
+    return torch.stack([e1, e2 / e2.norm()]).float()
+
+
+def latent_scales() -> torch.Tensor:
+    """``(64,)``: :data:`LATENT_SCALES` per latent dimension."""
+    scales = torch.empty(LATENT_DIM)
+    for name, (start, stop) in STRUCTURED_LAYOUT.items():
+        scales[start:stop] = LATENT_SCALES[name]
+    return scales
+
+
+FACTOR_RANGES: dict[str, tuple[float, float]] = {"colour": (0.0, 1.0), "background": (0.0, 1.0), "amplitude": (0.0, 2.0)}
+"""Where ``G`` depends on a factor (the shape's RGB and the background's level are clamped to [0, 1]; only the
+first background dimension, the level, is limited): the latents' clip range is the training range intersected
+with these (a clamped factor has no gradient, and PPGN could not bring it back)."""
+
+
+def clip_to_factor_ranges(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent range ``(low, high)`` (``(64,)`` each) intersected with :data:`FACTOR_RANGES` (in latent units)."""
+    low, high = low.clone(), high.clone()
+    for name, (lo, hi) in FACTOR_RANGES.items():
+        start, stop = STRUCTURED_LAYOUT[name]
+        stop = start + 1 if name == "background" else stop
+        scale = LATENT_SCALES[name]
+        low[start:stop] = low[start:stop].clamp(lo / scale, hi / scale)
+        high[start:stop] = high[start:stop].clamp(lo / scale, hi / scale)
+    return low, high
 
 
 def _block(h: torch.Tensor, name: str) -> torch.Tensor:
@@ -218,6 +262,8 @@ class StructuredShapesGenerator(nn.Module):
         self.register_buffer("upsample", torch.from_numpy(upsample_matrix(CLOUD_CELLS, size)))
         coords = torch.arange(size, dtype=torch.float32) + 0.5 - size / 2
         self.register_buffer("coords", coords / size)
+        self.register_buffer("scales", latent_scales(), persistent=False)
+        self.register_buffer("tint", tint_basis(), persistent=False)
 
     def symmetric_templates(self) -> torch.Tensor:
         """``(K, 1, T, T)``: each template field, background (-1) outside the window's inscribed disc (every shape
@@ -235,8 +281,9 @@ class StructuredShapesGenerator(nn.Module):
             fields.append(rotated.mean(0, keepdim=True))
         return torch.cat(fields)
 
-    def masks(self, h: torch.Tensor) -> torch.Tensor:
-        """``(B, K, size, size)``: every kind's mask at the latent pose and rotation."""
+    def masks(self, f: torch.Tensor) -> torch.Tensor:
+        """``(B, K, size, size)``: every kind's mask at the pose and rotation of factors ``f``."""
+        h = f
         b, kinds = len(h), len(self.symmetry)
         pose, turn = _block(h, "pose"), _block(h, "rotation")
         cy, cx = pose[:, 0], pose[:, 1]
@@ -259,8 +306,9 @@ class StructuredShapesGenerator(nn.Module):
         sampled = sampled.view(b, kinds, self.size, self.size)
         return torch.sigmoid(EDGE_SHARPNESS * radius_px[:, None, None, None] * sampled)
 
-    def textures(self, h: torch.Tensor) -> torch.Tensor:
-        """``(B, 4, size, size)``: the luminance of each texture kind (flat, grain, clouds, gradient)."""
+    def textures(self, f: torch.Tensor) -> torch.Tensor:
+        """``(B, 4, size, size)``: the luminance of each texture kind (flat, grain, clouds, gradient) of factors ``f``."""
+        h = f
         b = len(h)
         amplitude = _block(h, "amplitude")[:, :, None]
         grain = self.grain.expand(b, -1, -1)
@@ -273,12 +321,18 @@ class StructuredShapesGenerator(nn.Module):
                             strength[2] * amplitude * ramp], 1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        shape_w = choose(_block(h, "shape"), self.temperature, self.hard)[:, :, None, None]
-        texture_w = choose(_block(h, "texture"), self.temperature, self.hard)[:, :, None, None]
-        mask = (shape_w * self.masks(h)).sum(1, keepdim=True)
-        texture = (texture_w * self.textures(h)).sum(1, keepdim=True)
-        colour = _block(h, "colour").clamp(0, 1)[:, :, None, None]
-        background = _block(h, "background").clamp(0, 1)[:, :, None, None] + texture
+        return self.render(h * self.scales)
+
+    def render(self, f: torch.Tensor) -> torch.Tensor:
+        """The image of factors ``f = scale * h`` (``(B, 64)``, laid out as :data:`STRUCTURED_LAYOUT`)."""
+        shape_w = choose(_block(f, "shape"), self.temperature, self.hard)[:, :, None, None]
+        texture_w = choose(_block(f, "texture"), self.temperature, self.hard)[:, :, None, None]
+        mask = (shape_w * self.masks(f)).sum(1, keepdim=True)
+        texture = (texture_w * self.textures(f)).sum(1, keepdim=True)
+        colour = _block(f, "colour").clamp(0, 1)[:, :, None, None]
+        level_tint = _block(f, "background")
+        base = (level_tint[:, :1] + level_tint[:, 1:] @ self.tint).clamp(0, 1)
+        background = base[:, :, None, None] + texture
         return (background + mask * (colour - background)).clamp(0, 1)
 
 

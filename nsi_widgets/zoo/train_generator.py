@@ -324,8 +324,10 @@ def train_generator(log: Callable[[str], None] | None = print, monitor: nn.Modul
                 s["prior_noise"] * latents.std(0))
             before = (noisy - held_latents).pow(2).sum(1).mean()
             after = (prior(noisy) - held_latents).pow(2).sum(1).mean()
-        result = gen.GeneratorPrior(generator, encoder, prior, latents.min(0).values, latents.max(0).values,
-                                    latents.mean(0), latents.std(0), report)
+        low, high = latents.min(0).values, latents.max(0).values
+        if s["generator"] == "structured":
+            low, high = gen.clip_to_factor_ranges(low, high)
+        result = gen.GeneratorPrior(generator, encoder, prior, low, high, latents.mean(0), latents.std(0), report)
         report.update(
             held_out_psnr=round(float(psnr(reconstruct(generator, encoder, x_held), x_held).mean()), 3),
             train_psnr=round(float(psnr(reconstruct(generator, encoder, x_train[:2000]), x_train[:2000]).mean()), 3),

@@ -35,8 +35,9 @@ UNSEEN_WEIGHT = 0.1
 
 
 def structured_targets(factors: dict, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(n, 64)`` true latents of images from their factors, and ``(n, 64)`` booleans: where the image shows
-    the factor (elsewhere the target is 0)."""
+    """``(n, 64)`` true latents of images from their factors (each block divided by its
+    :data:`~nsi_widgets.zoo.generator.LATENT_SCALES`), and ``(n, 64)`` booleans: where the image shows the
+    factor (elsewhere the target is 0)."""
     n = len(factors["shape_id"])
     kinds, textures = np.asarray(factors["shape_id"]), np.asarray(factors["background_id"])
     symmetry = np.array([ROTATIONAL_SYMMETRY[k] for k in SHAPE_KINDS])[kinds]
@@ -47,7 +48,7 @@ def structured_targets(factors: dict, size: int) -> tuple[torch.Tensor, torch.Te
         "pose": np.stack([factors["cy"] / size * 2 - 1, factors["cx"] / size * 2 - 1,
                           (factors["radius"] / size - 0.21) / 0.05], 1),
         "rotation": np.stack([np.cos(angle), np.sin(angle)], 1),
-        "colour": factors["color_rgb"], "background": factors["background_rgb"],
+        "colour": factors["color_rgb"], "background": _level_and_tint(np.asarray(factors["background_rgb"])),
         "texture": 2 * np.eye(len(BACKGROUND_KINDS))[textures] - 1,
         "amplitude": np.asarray(factors["texture_amp"])[:, None],
         "direction": np.stack([np.cos(direction), np.sin(direction)], 1),
@@ -59,19 +60,29 @@ def structured_targets(factors: dict, size: int) -> tuple[torch.Tensor, torch.Te
     seen = {"rotation": symmetry < 360,
             "direction": textures == BACKGROUND_KINDS.index("gradient"),
             "clouds": textures == BACKGROUND_KINDS.index("clouds")}
+    scales = gen.LATENT_SCALES
     target = torch.zeros((n, gen.LATENT_DIM))
     shown = torch.ones((n, gen.LATENT_DIM), dtype=torch.bool)
     for name, (start, stop) in gen.STRUCTURED_LAYOUT.items():
         mask = np.asarray(seen.get(name, np.ones(n, bool)))
-        target[:, start:stop] = torch.as_tensor(np.where(mask[:, None], blocks[name], 0.0), dtype=torch.float32)
+        target[:, start:stop] = torch.as_tensor(np.where(mask[:, None], blocks[name], 0.0) / scales[name],
+                                                dtype=torch.float32)
         shown[:, start:stop] = torch.as_tensor(mask)[:, None]
     return target, shown
 
 
+def _level_and_tint(rgb: np.ndarray) -> np.ndarray:
+    """``(n, 3)``: a background's grey level (its luminance) and its tint's coordinates in :func:`~nsi_widgets.zoo.
+    generator.tint_basis` (the renderer's background is the level plus a tint of luminance 0)."""
+    level = rgb @ np.array([0.299, 0.587, 0.114])
+    return np.concatenate([level[:, None], (rgb - level[:, None]) @ gen.tint_basis().numpy().T.astype(np.float64)], 1)
+
+
 def _block_weights(shown: torch.Tensor) -> torch.Tensor:
+    """The squared error's weights per image and dimension, in factor units (``scale**2`` per latent unit)."""
     weights = torch.empty(gen.LATENT_DIM)
     for name, (start, stop) in gen.STRUCTURED_LAYOUT.items():
-        weights[start:stop] = BLOCK_WEIGHTS[name]
+        weights[start:stop] = BLOCK_WEIGHTS[name] * gen.LATENT_SCALES[name] ** 2
     return torch.where(shown, weights, weights * UNSEEN_WEIGHT)
 
 
