@@ -243,7 +243,9 @@ class StructuredShapesGenerator(nn.Module):
     by default the straight-through hard choice (``hard=True``: the image is always one kind, never a
     blend; the gradient reaching the logits is the softmax's, a surrogate). With the shape mask ``m``,
     colours ``c`` (shape) and ``b`` (background), texture ``t`` (luminance):
-    ``x = clip(b + t + m (c - b - t), 0, 1)``, as the renderer composites (without its sensor noise).
+    ``x = clip(b + t + m (c - b - t), 0, 1)``, as the renderer composites (without its sensor noise); ``b`` is
+    the grey level plus the tint (:func:`tint_basis`). ``forward(h)`` renders the factors ``h * scale``
+    (:data:`LATENT_SCALES`, :meth:`render`).
     """
 
     def __init__(self, latent_dim: int = LATENT_DIM, size: int = 64, template_size: int = TEMPLATE_SIZE,
@@ -285,15 +287,14 @@ class StructuredShapesGenerator(nn.Module):
 
     def masks(self, f: torch.Tensor) -> torch.Tensor:
         """``(B, K, size, size)``: every kind's mask at the pose and rotation of factors ``f``."""
-        h = f
-        b, kinds = len(h), len(self.symmetry)
-        pose, turn = _block(h, "pose"), _block(h, "rotation")
+        b, kinds = len(f), len(self.symmetry)
+        pose, turn = _block(f, "pose"), _block(f, "rotation")
         cy, cx = pose[:, 0], pose[:, 1]
         radius_px = (0.21 + 0.05 * pose[:, 2]).clamp(min=0.02) * self.size
         half = WINDOW * radius_px * 2 / self.size  # the window's half-width in [-1, 1] image units
         tiny = turn.pow(2).sum(1) < 1e-12
         angle = torch.atan2(turn[:, 1], torch.where(tiny, torch.ones_like(turn[:, 0]), turn[:, 0]))
-        symmetry = torch.tensor(self.symmetry, dtype=h.dtype, device=h.device)
+        symmetry = torch.tensor(self.symmetry, dtype=f.dtype, device=f.device)
         phi = torch.where(symmetry < 360, angle[:, None] * torch.deg2rad(symmetry) / (2 * torch.pi),
                           torch.zeros(()))  # (B, K) the rotation in radians
         cos, sin = torch.cos(phi), torch.sin(phi)
@@ -310,12 +311,11 @@ class StructuredShapesGenerator(nn.Module):
 
     def textures(self, f: torch.Tensor) -> torch.Tensor:
         """``(B, 4, size, size)``: the luminance of each texture kind (flat, grain, clouds, gradient) of factors ``f``."""
-        h = f
-        b = len(h)
-        amplitude = _block(h, "amplitude")[:, :, None]
+        b = len(f)
+        amplitude = _block(f, "amplitude")[:, :, None]
         grain = self.grain.expand(b, -1, -1)
-        clouds = self.upsample @ _block(h, "clouds").view(b, CLOUD_CELLS, CLOUD_CELLS) @ self.upsample.T
-        direction = _block(h, "direction")
+        clouds = self.upsample @ _block(f, "clouds").view(b, CLOUD_CELLS, CLOUD_CELLS) @ self.upsample.T
+        direction = _block(f, "direction")
         direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-6)
         ramp = direction[:, 0, None, None] * self.coords[None, None, :] + direction[:, 1, None, None] * self.coords[None, :, None]
         strength = self.texture_strength
