@@ -358,3 +358,26 @@ def test_bad_concept_data_is_a_clear_error(bad, phrase):
                                                                             torch.zeros(4, 40, 48, dtype=torch.bool))})
     with pytest.raises(InputError, match=phrase):
         dissect(make_cnn(0), data, ["relu1"], progress=False)
+
+
+@pytest.mark.parametrize("k", [4, 30, 70])
+def test_mask_patterns_describe_every_pixel_for_any_number_of_concepts(k):
+    """The pattern ids (a flag table up to 22 concepts, numpy.unique up to 63, bytes beyond) give each
+    pixel exactly its concepts; per image the categories labelled, and the pixels of each concept."""
+    from nsi_widgets.concepts.dissection import _mask_patterns
+
+    rng = np.random.default_rng(k)
+    masks = torch.from_numpy(rng.random((3, k, 5, 6)) < 0.3)
+    masks[1, : k // 2] = False                                     # image 1 lacks the first categories
+    category = np.arange(k) % 3
+    onehot = np.eye(3, dtype=np.int64)[category]
+    out = _mask_patterns(masks, onehot)
+    m = masks.numpy()
+    pixels = m.transpose(0, 2, 3, 1).reshape(-1, k)                # (B * H * W, K), row-major pixels
+    np.testing.assert_array_equal(out["patterns"][out["pattern_of"]], pixels.astype(np.int64))
+    assert len({tuple(p) for p in out["patterns"]}) == len(out["patterns"])      # distinct sets
+    present = m.any(axis=(2, 3))                                   # (B, K)
+    labelled = np.stack([[present[b, category == g].any() for g in range(3)] for b in range(3)])
+    np.testing.assert_array_equal(out["labelled"], labelled.astype(np.int64))
+    np.testing.assert_array_equal(out["concept_pixels"], m.sum(axis=(0, 2, 3)))
+    assert (out["pixels"], out["width"]) == (30, 6)
