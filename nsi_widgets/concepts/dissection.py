@@ -293,7 +293,6 @@ class QuantileConsumer(Consumer):
     layers keep the values alone.
     """
 
-    _FOLD = 1.0       # fold the buffered values in when they outnumber the kept ones this many times
     _COMPACT = 3      # drop the entries of values no longer kept when the pool is this many times the kept ones
 
     def __init__(self, plans: dict[str, _LayerPlan], quantile: float):
@@ -323,7 +322,6 @@ class QuantileConsumer(Consumer):
             top = torch.topk(values, min(plan.keep, values.shape[1]), dim=1, sorted=False)
             units = torch.arange(maps.shape[1], device=maps.device)[:, None].expand_as(top.indices).reshape(-1)
             flat = top.indices.reshape(-1)
-            h, w = maps.shape[2:]
             b, y, x = _unravel(flat, maps.shape[:1] + maps.shape[2:])
             ids = self._add_entries(name, batch, maps, units, b, y, x)
             self._combine(name, top.values.cpu(), None if ids is None else ids.reshape(top.indices.shape))
@@ -332,7 +330,7 @@ class QuantileConsumer(Consumer):
         if len(values):
             ids = self._add_entries(name, batch, maps, units, b, y, x)
             self._pending[name].append((units.cpu(), values.cpu(), ids))
-            if sum(len(p[1]) for p in self._pending[name]) > self._FOLD * self.values[name].numel():
+            if sum(len(p[1]) for p in self._pending[name]) > self.values[name].numel():
                 self._fold(name)
 
     def _add_entries(self, name: str, batch: Batch, maps, units, b, y, x) -> torch.Tensor | None:
@@ -649,15 +647,16 @@ class IoUConsumer(Consumer):
 
     Per batch, each mask pixel's set of concepts becomes a *pattern* id (the distinct patterns of the
     batch, :func:`_mask_patterns`), so a thresholded pixel costs one lookup, not one per concept.
-    Per layer, only the cells of the upsampling (:class:`~.upsample.CellAxis`) next to a map position
-    above ``T_k`` can hold pixels above it; their pixels are upsampled with the formula of
+    Per layer, only the cells of the upsampling (:class:`~.upsample.CellAxis`) with a corner above
+    ``T_k`` can hold pixels above it; their pixels are upsampled with the formula of
     :class:`~.upsample.AlignedUpsampler` (the same float64 operations, so the same values) and
     compared with ``T_k``.
 
     Layers with ``candidates`` (deferred layers, :meth:`QuantileConsumer.candidates`) need no forward:
-    their map positions above the bound and the cell corners around them come from the first pass,
-    set into a map that is ``-inf`` elsewhere, and are counted with the same operations per batch
-    of masks. Only the other layers are recorded (``layers``).
+    their map positions above the bound and the 3 x 3 neighbourhoods around them come from the first
+    pass, each cell's corners are read from the candidate that owns it (:func:`_owned_cells`), and
+    they are counted with the same operations per batch of masks. Only the other layers are recorded
+    (``layers``).
     """
 
     _CELL_PIXELS = 2**21  # cell pixels upsampled at once

@@ -26,6 +26,8 @@ from torch import nn
 
 from . import generator as gen
 from .render import BACKGROUND_KINDS, ROTATIONAL_SYMMETRY, SHAPE_KINDS
+from .shapes import _luma
+from .train_generator import grain_energy, pose_targets
 
 BLOCK_WEIGHTS = {"shape": 1.0, "pose": 30.0, "rotation": 1.0, "colour": 10.0, "background": 10.0, "texture": 1.0,
                  "amplitude": 3.0, "direction": 1.0, "clouds": 1.0, "spare": 1.0}
@@ -40,14 +42,14 @@ def structured_targets(factors: dict, size: int) -> tuple[torch.Tensor, torch.Te
     factor (elsewhere the target is 0)."""
     n = len(factors["shape_id"])
     kinds, textures = np.asarray(factors["shape_id"]), np.asarray(factors["background_id"])
-    symmetry = np.array([ROTATIONAL_SYMMETRY[k] for k in SHAPE_KINDS])[kinds]
-    angle = 2 * np.pi * np.asarray(factors["rotation"], np.float64) / symmetry
+    pose = pose_targets({"center": np.stack([factors["cy"], factors["cx"]], 1), "radius": factors["radius"],
+                         "shape_id": kinds, "rotation": factors["rotation"]}, size).numpy()
+    round_shape = np.array([ROTATIONAL_SYMMETRY[k] >= 360 for k in SHAPE_KINDS])[kinds]
     direction = np.asarray(factors["texture_angle"], np.float64)
     blocks = {
         "shape": 2 * np.eye(len(SHAPE_KINDS))[kinds] - 1,
-        "pose": np.stack([factors["cy"] / size * 2 - 1, factors["cx"] / size * 2 - 1,
-                          (factors["radius"] / size - 0.21) / 0.05], 1),
-        "rotation": np.stack([np.cos(angle), np.sin(angle)], 1),
+        "pose": pose[:, :3],
+        "rotation": pose[:, 3:],                               # 0 for the round shapes (not shown)
         "colour": factors["color_rgb"], "background": _level_and_tint(np.asarray(factors["background_rgb"])),
         "texture": 2 * np.eye(len(BACKGROUND_KINDS))[textures] - 1,
         "amplitude": np.asarray(factors["texture_amp"])[:, None],
@@ -57,7 +59,7 @@ def structured_targets(factors: dict, size: int) -> tuple[torch.Tensor, torch.Te
     }
     # the amplitude is kept for flat backgrounds too (E learns its mean there): at amplitude 0 no texture would
     # show, and the texture logits would get no gradient in PPGN
-    seen = {"rotation": symmetry < 360,
+    seen = {"rotation": ~round_shape,
             "direction": textures == BACKGROUND_KINDS.index("gradient"),
             "clouds": textures == BACKGROUND_KINDS.index("clouds")}
     scales = gen.LATENT_SCALES
@@ -74,7 +76,7 @@ def structured_targets(factors: dict, size: int) -> tuple[torch.Tensor, torch.Te
 def _level_and_tint(rgb: np.ndarray) -> np.ndarray:
     """``(n, 3)``: a background's grey level (its luminance) and its tint's coordinates in :func:`~nsi_widgets.zoo.
     generator.tint_basis` (the renderer's background is the level plus a tint of luminance 0)."""
-    level = rgb @ np.array([0.299, 0.587, 0.114])
+    level = _luma(rgb)
     return np.concatenate([level[:, None], (rgb - level[:, None]) @ gen.tint_basis().numpy().T.astype(np.float64)], 1)
 
 
@@ -96,8 +98,6 @@ def _batches(n: int, batch_size: int, epochs: int, rng: torch.Generator):
 def fit_generator(generator: gen.StructuredShapesGenerator, x: torch.Tensor, targets: torch.Tensor, s: dict,
                   log: Callable[[str], None] | None) -> None:
     """Stage 1: ``G``'s templates and texture strengths on the true latents (module docstring)."""
-    from .train_generator import grain_energy
-
     optimiser = torch.optim.Adam(generator.parameters(), lr=s["generator_lr"])
     total = s["generator_epochs"] * math.ceil(len(x) / s["batch_size"])
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=s["generator_lr"], total_steps=total, pct_start=0.1)
