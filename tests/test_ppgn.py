@@ -134,6 +134,51 @@ def test_prior_none_equals_eps1_zero_and_seeds_reproduce():
     np.testing.assert_allclose(e.latents[1], a.latents[0], rtol=1e-5, atol=1e-6)
 
 
+def test_restarts_keep_the_chain_whose_condition_ends_highest():
+    """``restarts=R``: sample k keeps the best of chains k*R .. k*R+R-1, which are exactly the plain sampler's
+    samples k*R .. of ``n * R`` (docs/methods.md section 10b, "Restarts"); the first on ties."""
+    generator, model, prior = tiny_world()
+    kw = dict(prior=prior, steps=4, eps3=0.5, lr=0.1, latent_dim=D, seed=3, progress=False)
+    plain = nsi.ppgn(model, generator, [0, 4], n=6, **kw)
+    best = nsi.ppgn(model, generator, [0, 4], n=2, restarts=3, **kw)
+    values = plain.values.reshape(4, 3)
+    assert len(np.unique(values)) == 12  # distinct chains, so the choice is tested
+    pick = np.arange(4) * 3 + values.argmax(1)
+    np.testing.assert_array_equal(best.chain_values, values)
+    np.testing.assert_array_equal(best.values, plain.values[pick])
+    np.testing.assert_array_equal(best.latents, plain.latents[pick])
+    np.testing.assert_array_equal(best.images, plain.images[pick])
+    np.testing.assert_array_equal(best.history, plain.history[:, pick])
+    np.testing.assert_array_equal(best.probabilities, plain.probabilities[pick])
+    assert best.targets == [0, 0, 4, 4] and best.recipe["restarts"] == 3
+    assert (best.values >= values.max(1)).all() and (best.values > values.min(1)).all()
+
+
+def test_batches_of_chains_give_the_same_samples():
+    generator, model, prior = tiny_world(1)
+    kw = dict(prior=prior, steps=3, eps3=0.3, lr=0.1, latent_dim=D, n=2, restarts=3, progress=False)
+    whole = nsi.ppgn(model, generator, [1, 2, 4], **kw)
+    calls = []
+    split = nsi.ppgn(model, generator, [1, 2, 4], batch_size=4, **{**kw, "progress": lambda d, t: calls.append((d, t))})
+    for name in ("images", "latents", "values", "history", "chain_values", "probabilities"):
+        np.testing.assert_allclose(getattr(split, name), getattr(whole, name), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert calls[-1] == (15, 15)  # 18 chains in 5 batches of at most 4, 3 steps each
+    units = nsi.ppgn(model, generator, ("2", [0, 5]), batch_size=5, **kw)
+    assert units.probabilities is None and units.chain_values.shape == (4, 3)
+    np.testing.assert_array_equal(units.values, units.chain_values.max(1))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(restarts=0), "restarts"), (dict(restarts=1.5), "restarts"), (dict(restarts=True), "restarts"),
+    (dict(batch_size=0), "batch_size"), (dict(batch_size="all"), "batch_size"),
+    (dict(restarts=2, start=torch.zeros(1, D)), r"start must have shape \(2, 3\)"),
+])
+def test_bad_restarts_and_batch_sizes_are_refused(kwargs, match):
+    generator, model, prior = tiny_world()
+    with pytest.raises(InputError, match=match):
+        nsi.ppgn(model, generator, 1, prior=prior, latent_dim=D, progress=False, **kwargs)
+
+
 def _state(module):
     return ({k: v.clone() for k, v in module.state_dict().items()}, module.training,
             [p.requires_grad for p in module.parameters()], len(module._forward_hooks),
