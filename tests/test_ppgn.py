@@ -157,7 +157,7 @@ def test_restarts_keep_the_chain_whose_condition_ends_highest():
 def test_batches_of_chains_give_the_same_samples():
     generator, model, prior = tiny_world(1)
     kw = dict(prior=prior, steps=3, eps3=0.3, lr=0.1, latent_dim=D, n=2, restarts=3, progress=False)
-    whole = nsi.ppgn(model, generator, [1, 2, 4], **kw)
+    whole = nsi.ppgn(model, generator, [1, 2, 4], batch_size=None, **kw)
     calls = []
     split = nsi.ppgn(model, generator, [1, 2, 4], batch_size=4, **{**kw, "progress": lambda d, t: calls.append((d, t))})
     for name in ("images", "latents", "values", "history", "chain_values", "probabilities"):

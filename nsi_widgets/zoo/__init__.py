@@ -186,9 +186,17 @@ def shapes_report(model: str = "cnn") -> dict:
 
 GENERATORS: dict[str, str] = {
     "shapes": "ShapesGenerator G (latent 64 -> 64x64 RGB), ShapesEncoder E (image -> latent) and LatentDenoiser R, "
-              "trained on the default's images (docs/zoo.md, 'Generator prior')",
+              "trained on the default's images (docs/zoo.md, 'Generator prior'); for unit targets",
+    "shapes-structured": "StructuredShapesGenerator G (the default's generative factors, 64 numbers -> 64x64 RGB; "
+                         "every output an image of the default's kind), its encoder E and LatentDenoiser R "
+                         "(docs/zoo.md, 'A structured generator'); for class targets",
 }
 """The shipped generator priors, by the name :func:`load_generator` takes."""
+_GENERATOR_TRAINING = {
+    "shapes": "generator",
+    "shapes-structured": "generator --generator structured --epochs 12 --recon-weight 10 --energy-weight 100",
+}
+"""The ``python -m nsi_widgets.zoo.train`` arguments that made each shipped generator (docs/zoo.md)."""
 
 
 def generator_report(name: str = "shapes") -> dict:
@@ -204,7 +212,10 @@ def load_generator(name: str = "shapes") -> GeneratorPrior:
     Parameters
     ----------
     name : str
-        One of :data:`GENERATORS` (``"shapes"``).
+        One of :data:`GENERATORS`: ``"shapes"`` (a convolutional generator; its samples reach past the
+        best dataset image, the choice for unit targets) or ``"shapes-structured"`` (every output an image
+        of the default's kind, whose class samples a second model recognises; the choice for class
+        targets, with ``restarts``: docs/methods.md section 10b).
 
     Returns
     -------
@@ -224,5 +235,5 @@ def load_generator(name: str = "shapes") -> GeneratorPrior:
 
     if name not in GENERATORS:
         raise InputError(f"unknown generator {name!r}; available: {', '.join(GENERATORS)}")
-    weights = _shipped(f"{name}_generator.pt", "generator")
+    weights = _shipped(f"{name}_generator.pt", _GENERATOR_TRAINING[name])
     return from_state_dict(torch.load(weights, map_location="cpu", weights_only=True), generator_report(name))
