@@ -2060,11 +2060,14 @@ GENERATOR = [
        like data, because `G` can only draw what it has learned.
 
     The embedded default ships a small `G`, an encoder `E` (image -> code) and `R`, trained on its
-    images (`nsi.zoo.load_generator("shapes")`; docs/zoo.md, "Generator prior"). `G(E(x))` is also a
-    **learned inversion**: a one-shot reconstruction, next to the optimisation-based one.
+    images (`nsi.zoo.load_generator("shapes")`; docs/zoo.md, "Generator prior"), and a second one,
+    `"shapes-structured"`, whose codes are the default's generative factors (used for classes below).
+    `G(E(x))` is also a **learned inversion**: a one-shot reconstruction, next to the optimisation-based
+    one.
     """),
     code(r"""
     import numpy as np
+    import pandas as pd
     import plotly.express as px
     import torch
 
@@ -2118,14 +2121,21 @@ GENERATOR = [
     md(r"""
     ## 3. A class gallery
 
-    The condition can be a class: `nsi.ppgn(model, gp, target=c)` with $\log p(c \mid G(h))$ as the
-    condition. One sample for each of eight classes, in one batch. The second shipped model
-    (`resnet`, trained independently) reads each sample: a sample that only fools the condition model
-    would not convince it.
+    The condition can be a class: `nsi.ppgn(model, generator, target=c)` with $\log p(c \mid G(h))$ as
+    the condition. For classes we use the second shipped generator, `"shapes-structured"`: its 64
+    numbers are the default's generative factors (shape kind, pose, colours, texture kind...), so every
+    image it draws is an image of the default's kind, never an adversarial pattern. Its shape and
+    texture kinds are discrete, which a gradient seldom finds from one start, so each sample runs 24
+    chains of 20 steps and keeps the one the condition likes best (`CLASS_OPTIONS`, docs/methods.md
+    section 10b, "Restarts"). The second shipped model (`resnet`, trained independently, not used for
+    the choice) reads each sample: a sample that only fools the condition model would not convince it.
     """),
     code(r"""
+    from nsi_widgets.synthesis.ppgn import CLASS_OPTIONS
+
+    structured = nsi.zoo.load_generator("shapes-structured")
     classes = list(range(3, 240, 30))
-    gallery = nsi.ppgn(model, gp, classes, steps=60, progress=False)
+    gallery = nsi.ppgn(model, structured, classes, progress=False, **CLASS_OPTIONS)
     resnet = nsi.zoo.load_model("resnet")
     with torch.no_grad():
         read = resnet(torch.from_numpy(gallery.images).permute(0, 3, 1, 2)).argmax(1).numpy()
@@ -2133,9 +2143,15 @@ GENERATOR = [
     print(f"the second model agrees for {np.mean(read == classes):.0%}")
     gallery_figure(gallery.images, labels, columns=4, tile=150, title="PPGN samples of eight classes")
     """),
+    md(r"""
+    Each sample's 24 chains end at different values of $\log p(c \mid G(h))$ (`chain_values`): most
+    starts settle on another shape or texture kind, a few find the class. The kept chain's history:
+    """),
     code(r"""
+    chains = pd.DataFrame(gallery.chain_values.astype(float), index=[data.classes[c] for c in classes])
+    print(chains.iloc[:, :8].round(1).to_string())
     px.line(gallery.history, labels={"index": "step", "value": "log p(class | G(h))", "variable": "sample"},
-            title="The condition during sampling").update_layout(height=280)
+            title="The condition during sampling (the kept chains)").update_layout(height=280)
     """),
     md(r"""
     ## 4. What the prior does
@@ -2144,28 +2160,38 @@ GENERATOR = [
     away from those of real images: $\|R(h) - h\|$, how far the denoiser would move them, grows.
     """),
     code(r"""
-    def prior_gap(latents):
+    def prior_gap(generator, latents):
         h = torch.from_numpy(latents)
         with torch.no_grad():
-            return float((gp.prior(h) - h).norm(dim=1).median())
+            return float((generator.prior(h) - h).norm(dim=1).median())
 
+    with_prior = nsi.ppgn(model, gp, classes, steps=60, progress=False)
     without = nsi.ppgn(model, gp, classes, steps=60, eps1=0.0, progress=False)
-    print(f"median ||R(h) - h||: with the prior {prior_gap(gallery.latents):.3f}, without {prior_gap(without.latents):.3f}")
-    show_images(list(without.images[:4]) + list(gallery.images[:4]),
+    print(f"median ||R(h) - h||: with the prior {prior_gap(gp, with_prior.latents):.3f}, "
+          f"without {prior_gap(gp, without.latents):.3f}")
+    show_images(list(without.images[:4]) + list(with_prior.images[:4]),
                 [f"eps1 = 0: {data.classes[c]}" for c in classes[:4]] + [f"prior: {data.classes[c]}" for c in classes[:4]],
                 height=380, wrap=4)
     """),
     md(r"""
+    These are samples of the convolutional generator `gp`, which can draw more than the default's
+    images: with the prior its class samples satisfy the condition model, but the second model reads
+    few of them (5 % over all classes, docs/methods.md section 10b): that is why the gallery above uses
+    the structured generator.
+
     ## Exercise
 
-    Sample the same class with ten times the noise (`eps3=1.0`) and with several samples (`n=4`):
-    do the samples differ more from each other? Which attribute (colour, shape, texture) varies most?
+    Sample one class with the structured generator and noise in the steps (`eps3=1.0`), four samples
+    (`n=4`): do the samples differ more from each other than without noise? Which attribute (colour,
+    shape, texture) varies most?
     """),
     code(r"""
     # Answer
-    noisy = nsi.ppgn(model, gp, classes[0], n=4, steps=60, eps3=1.0, progress=False)
-    spread = np.std(noisy.images, axis=0).mean()
-    print(f"{data.classes[classes[0]]}: mean pixel std across 4 samples {spread:.3f}")
+    noisy = nsi.ppgn(model, structured, classes[0], n=4, eps3=1.0, progress=False, **CLASS_OPTIONS)
+    quiet = nsi.ppgn(model, structured, classes[0], n=4, progress=False, **CLASS_OPTIONS)
+    spread = lambda s: float(np.std(s.images, axis=0).mean())
+    print(f"{data.classes[classes[0]]}: mean pixel std across 4 samples {spread(noisy):.3f} with noise, "
+          f"{spread(quiet):.3f} without")
     show_images(list(noisy.images), [f"sample {i}" for i in range(4)])
     """),
 ]
