@@ -11,7 +11,8 @@ images (:func:`nsi_widgets.zoo.train.train_generator`) and shipped:
   small convolutional decoder, one colour) placed by a spatial transformer, with structured first
   latent dimensions (the sprite's centre and radius, :data:`POSE_DIMS`; logits of the shape kind,
   :data:`SHAPE_DIMS`; its rotation, :data:`ROTATION_DIMS`) that the encoder is trained to fill with the
-  images' ground truth; :class:`StructuredShapesGenerator` (``generator="structured"``; tried, not shipped)
+  images' ground truth; :class:`StructuredShapesGenerator` (``generator="structured"``; shipped as
+  ``load_generator("shapes-structured")``, the generator for class targets)
   renders the default's generative factors held in its latent (:data:`STRUCTURED_LAYOUT`) with learned
   sprite templates, so that every output is an image of the default's kind;
 * :class:`ShapesEncoder` ``E``: image -> latent (four strided convolutions, a linear layer), trained

@@ -11,8 +11,9 @@ images (:func:`~nsi_widgets.zoo.shapes.generative_factors`), so
    the mean squared error alone would fade the fixed grain pattern, which cannot match an image's grain);
 2. ``E`` is trained to fill the latent with the true factors (squared error per block, weighted by
    :data:`BLOCK_WEIGHTS`; a factor the image does not show, such as the clouds field of a flat background,
-   is pulled to 0 with weight :data:`UNSEEN_WEIGHT`, the texture's amplitude excepted) plus ``recon_weight`` times the pixel error of
-   ``G(E(x))`` (``G`` frozen), which refines what the image shows exactly (the pose).
+   is pulled to 0 with weight :data:`UNSEEN_WEIGHT`, the texture's amplitude excepted) plus
+   ``recon_weight`` times the pixel error of ``G(E(x))`` (``G`` frozen), which refines what the image
+   shows exactly (the pose).
 """
 from __future__ import annotations
 
@@ -100,10 +101,12 @@ def fit_generator(generator: gen.StructuredShapesGenerator, x: torch.Tensor, tar
     """Stage 1: ``G``'s templates and texture strengths on the true latents (module docstring)."""
     optimiser = torch.optim.Adam(generator.parameters(), lr=s["generator_lr"])
     total = s["generator_epochs"] * math.ceil(len(x) / s["batch_size"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=s["generator_lr"], total_steps=total, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=s["generator_lr"], total_steps=total,
+                                                   pct_start=0.1)
     generator.train()
     start = time.perf_counter()
-    for step, batch in enumerate(_batches(len(x), s["batch_size"], s["generator_epochs"], torch.Generator().manual_seed(s["seed"]))):
+    order = torch.Generator().manual_seed(s["seed"])
+    for step, batch in enumerate(_batches(len(x), s["batch_size"], s["generator_epochs"], order)):
         x_hat = generator(targets[batch])
         loss = (x_hat - x[batch]).pow(2).mean()
         loss = loss + s["energy_weight"] * (grain_energy(x_hat) - grain_energy(x[batch])).pow(2).mean()
@@ -129,7 +132,8 @@ def fit_encoder(encoder: nn.Module, generator: nn.Module, x: torch.Tensor, targe
     weights = _block_weights(shown)
     encoder.train()
     start, total = time.perf_counter(), 0.0
-    for step, batch in enumerate(_batches(len(x), s["batch_size"], s["epochs"], torch.Generator().manual_seed(s["seed"] + 1))):
+    order = torch.Generator().manual_seed(s["seed"] + 1)
+    for step, batch in enumerate(_batches(len(x), s["batch_size"], s["epochs"], order)):
         h = encoder(x[batch])
         loss = (weights[batch] * (h - targets[batch]).pow(2)).mean()
         if s["recon_weight"]:
