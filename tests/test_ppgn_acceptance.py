@@ -14,7 +14,7 @@ section 10, docs/zoo.md "Generator prior"). Shipped weights only, nothing is tra
 
 The class line is measured on the structured generator (``"shapes-structured"``), the unit line on the
 convolutional one (``"shapes"``): docs/methods.md section 10b says why one generator does not do both.
-Marked slow (about six minutes on a loaded core: 240 x 24 class chains of 20 steps, 2 x 2 x 30 of 50
+Marked slow (3.5 minutes on an idle 2-core machine: 240 x 24 class chains of 20 steps, 2 x 2 x 30 of 50
 steps, 64 unit samples of 200 steps and an index of the deepest layer).
 """
 import hashlib

@@ -130,6 +130,13 @@ def upsample_matrix(cells: int, size: int) -> np.ndarray:
     return m
 
 
+def texture_fields(m: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The random fields of ``m`` images' textures, drawn from ``rng`` in this order: the grain
+    ``(m, size, size)``, then the clouds' coarse field ``(m, 6, 6)`` (float32, N(0, 1))."""
+    return (rng.standard_normal((m, size, size), dtype=np.float32),
+            rng.standard_normal((m, 6, 6), dtype=np.float32))
+
+
 def _texture(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
     """Luminance-only background texture ``(m, size, size)``: zero for ``flat``.
 
@@ -142,8 +149,7 @@ def _texture(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> n
     kind = p["background_id"]
     amp = p["texture_amp"][:, None, None]
     texture = np.zeros((m, size, size), dtype=f32)
-    grain = rng.standard_normal((m, size, size), dtype=f32)
-    coarse = rng.standard_normal((m, 6, 6), dtype=f32)
+    grain, coarse = texture_fields(m, size, rng)
     sel = kind == BACKGROUND_KINDS.index("grain")
     texture[sel] = f32(0.07) * amp[sel] * grain[sel]
     sel = kind == BACKGROUND_KINDS.index("clouds")

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .render import BACKGROUND_KINDS, EXTENT, ROTATIONAL_SYMMETRY, SHAPE_KINDS, render
+from .render import BACKGROUND_KINDS, EXTENT, ROTATIONAL_SYMMETRY, SHAPE_KINDS, render, texture_fields
 
 # Hue (degrees), saturation range, value range. Black and white have no hue.
 _PALETTE: dict[str, tuple[float, tuple[float, float], tuple[float, float]]] = {
@@ -259,10 +259,7 @@ def make_shapes(n: int, seed: int = 0, size: int = 64, *,
     params = _sample_parameters(rng, n, size, lo, hi, background_ids)
     pixels = np.empty((n, 3, size, size), dtype=np.uint8)
     inside = np.empty((n, size, size), dtype=bool) if masks else None
-    for chunk_index, start in enumerate(range(0, n, _CHUNK)):
-        stop = min(n, start + _CHUNK)
-        # One noise stream per chunk, derived from the seed: images never depend on other chunks.
-        noise_rng = np.random.default_rng([seed, chunk_index, 0x5A1])
+    for start, stop, noise_rng in _noise_streams(seed, n):
         pixels[start:stop], chunk_inside = render({k: v[start:stop] for k, v in params.items()}, size, noise_rng)
         if masks:
             inside[start:stop] = chunk_inside
@@ -298,12 +295,16 @@ def generative_factors(n: int, seed: int = 0, size: int = 64, *, radius_range: t
     background_ids = np.array([BACKGROUND_KINDS.index(b) for b in backgrounds])
     params = _sample_parameters(np.random.default_rng(int(seed)), n, size, lo, hi, background_ids)
     clouds = np.empty((n, 6, 6), dtype=np.float32)
-    for chunk_index, start in enumerate(range(0, n, _CHUNK)):
-        stop = min(n, start + _CHUNK)
-        noise_rng = np.random.default_rng([int(seed), chunk_index, 0x5A1])
-        noise_rng.standard_normal((stop - start, size, size), dtype=np.float32)  # the grain, drawn first
-        clouds[start:stop] = noise_rng.standard_normal((stop - start, 6, 6), dtype=np.float32)
+    for start, stop, noise_rng in _noise_streams(int(seed), n):
+        clouds[start:stop] = texture_fields(stop - start, size, noise_rng)[1]  # the renderer's first draws
     return dict(params, clouds=clouds)
+
+
+def _noise_streams(seed: int, n: int):
+    """``(start, stop, rng)`` per chunk of ``_CHUNK`` images: one noise stream per chunk, derived from the
+    seed, so images never depend on other chunks."""
+    for chunk_index, start in enumerate(range(0, n, _CHUNK)):
+        yield start, min(n, start + _CHUNK), np.random.default_rng([seed, chunk_index, 0x5A1])
 
 
 def _sample_parameters(rng: np.random.Generator, n: int, size: int, r_lo: float, r_hi: float,

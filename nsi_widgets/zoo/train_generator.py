@@ -24,8 +24,8 @@ Two stages, on freshly generated default images (:func:`~nsi_widgets.zoo.make_sh
    ``conv1`` and ``conv2`` maps) and ``class_weight`` (the cross entropy of ``C(x_hat)`` with the label)
    were tried too (0 by default). The latent noise (``latent_noise``; none on the centre when the pose
    is trained) makes ``G`` smooth around the codes of real images, where PPGN walks;
-   ``generator="structured"`` (:class:`~nsi_widgets.zoo.generator.StructuredShapesGenerator`, tried, not
-   shipped) replaces this stage by :mod:`nsi_widgets.zoo.train_structured` (``G`` fitted on the images'
+   ``generator="structured"`` (:class:`~nsi_widgets.zoo.generator.StructuredShapesGenerator`, shipped as
+   ``load_generator("shapes-structured")``) replaces this stage by :mod:`nsi_widgets.zoo.train_structured` (``G`` fitted on the images'
    true factors, then ``E`` taught them, with ``recon_weight`` times the pixel error of ``G(E(x))``);
 2. the latent denoiser ``R`` on the codes ``h = E(x)`` of the training images: ``R(h + n) ~ h`` with
    ``n ~ N(0, (prior_noise * std_d)^2)`` per dimension ``d``.
